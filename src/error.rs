@@ -1,0 +1,182 @@
+//! The one public error type of cairn.
+//!
+//! Every variant carries the context an operator needs to act: which file, which offset, which
+//! limit. Corrupt bytes on disk always become an [`Error`], never a panic.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias used throughout cairn.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong when using a cairn store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call failed.
+    #[error("I/O error while trying to {op} {}: {source}", path.display())]
+    Io {
+        /// What cairn was doing, e.g. "create segment".
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The disk has no room for a new segment. Nothing acknowledged before was lost; free some
+    /// space (or compact) and retry the save.
+    #[error(
+        "disk full: could not reserve {needed_bytes} bytes for {}; free space and retry ({source})",
+        path.display()
+    )]
+    DiskFull {
+        /// The segment file that could not be preallocated.
+        path: PathBuf,
+        /// How many bytes were requested.
+        needed_bytes: u64,
+        /// The underlying error (ENOSPC or EDQUOT).
+        #[source]
+        source: io::Error,
+    },
+
+    /// The directory exists but is not a cairn store, or no store exists where one was expected.
+    #[error("{} is not a cairn store: {reason}", path.display())]
+    NotAStore {
+        /// The directory.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// A file named like a segment does not start with the cairn segment magic.
+    #[error("{} is not a cairn segment file: {reason}", path.display())]
+    NotASegment {
+        /// The offending file.
+        path: PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
+
+    /// A segment (or the store) was written by a newer cairn whose format this build does not
+    /// know. It is refused rather than half-read; upgrade cairn to read it.
+    #[error(
+        "{} uses format version {found}, this cairn reads up to version {supported}; upgrade cairn",
+        path.display()
+    )]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found on disk.
+        found: u16,
+        /// The newest version this build understands.
+        supported: u16,
+    },
+
+    /// Damaged data that the chosen [`RecoveryMode`](crate::RecoveryMode) does not tolerate.
+    #[error("corruption in {} at offset {offset}: {reason}", segment.display())]
+    Corrupt {
+        /// The segment file holding the damage.
+        segment: PathBuf,
+        /// Byte offset of the damage within that file.
+        offset: u64,
+        /// What was found.
+        reason: String,
+    },
+
+    /// Another process holds the writer lock of this store.
+    #[error(
+        "store {} is locked by another writer ({holder}); only one process may write at a time \
+         (open it read-only to inspect it)",
+        path.display()
+    )]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it, as written in the lock file (process id and host).
+        holder: String,
+    },
+
+    /// A previous write or sync failed, so the store refuses further writes: the state of the
+    /// unsynced pages is unknown and retrying could hide lost data. Everything acknowledged
+    /// before the failure is safe; close and re-open the store to continue.
+    #[error("store is poisoned by an earlier I/O failure ({cause}); close and re-open it")]
+    Poisoned {
+        /// The failure that poisoned the store.
+        cause: String,
+    },
+
+    /// The store was opened read-only.
+    #[error("store was opened read-only; open it with Store::open to write")]
+    ReadOnly,
+
+    /// An argument broke one of cairn's rules (a job name, a phase, an option).
+    #[error("invalid {what}: {reason}")]
+    InvalidInput {
+        /// Which input, e.g. "job name".
+        what: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// A checkpoint's data is larger than the configured limit. Nothing was written.
+    #[error(
+        "checkpoint data for job {job:?} is {size_bytes} bytes, over the limit of {limit_bytes} bytes"
+    )]
+    PayloadTooLarge {
+        /// The job.
+        job: String,
+        /// Size of the serialized JSON.
+        size_bytes: u64,
+        /// The limit in force.
+        limit_bytes: u64,
+    },
+
+    /// The checkpoint data could not be serialized to JSON. Nothing was written.
+    #[error("checkpoint data for job {job:?} does not serialize to JSON: {source}")]
+    Serialize {
+        /// The job.
+        job: String,
+        /// The serde_json error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// Stored checkpoint data does not deserialize into the requested type.
+    #[error(
+        "checkpoint {seq} of job {job:?} does not deserialize into the requested type: {source}"
+    )]
+    Deserialize {
+        /// The job.
+        job: String,
+        /// The checkpoint's sequence number.
+        seq: u64,
+        /// The serde_json error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn invalid(what: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            what,
+            reason: reason.into(),
+        }
+    }
+
+    /// True when the error says the bytes on disk are damaged (as opposed to an I/O failure or
+    /// a bad argument).
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, Error::Corrupt { .. })
+    }
+}

@@ -1,0 +1,204 @@
+//! The 64-byte header at the start of every segment file.
+//!
+//! | offset | size | field              | meaning                                              |
+//! |--------|------|--------------------|------------------------------------------------------|
+//! | 0      | 8    | magic              | `b"CAIRNSEG"`                                        |
+//! | 8      | 2    | format_version     | u16, currently 1                                     |
+//! | 10     | 2    | header_len         | u16, 64                                              |
+//! | 12     | 4    | flags              | u32, 0 (reserved)                                    |
+//! | 16     | 8    | segment_id         | u64, equals the number in the file name              |
+//! | 24     | 8    | first_seq          | u64, sequence number of the segment's first record   |
+//! | 32     | 8    | segment_len        | u64, preallocated file length in bytes               |
+//! | 40     | 8    | created_at_micros  | i64, creation time, microseconds since the Unix epoch|
+//! | 48     | 4    | salt               | u32, random; seeds every record CRC of this segment  |
+//! | 52     | 8    | reserved           | zero                                                 |
+//! | 60     | 4    | header_crc         | u32, CRC32 of bytes 0..60                            |
+
+use super::{put, read_u16, read_u32, read_u64};
+
+pub(crate) const MAGIC: [u8; 8] = *b"CAIRNSEG";
+/// The newest segment format this build writes and reads.
+pub(crate) const FORMAT_VERSION: u16 = 1;
+pub(crate) const SEGMENT_HEADER_LEN: usize = 64;
+
+const MAGIC_OFFSET: usize = 0;
+const VERSION_OFFSET: usize = MAGIC_OFFSET + 8;
+const HEADER_LEN_OFFSET: usize = VERSION_OFFSET + 2;
+const FLAGS_OFFSET: usize = HEADER_LEN_OFFSET + 2;
+const SEGMENT_ID_OFFSET: usize = FLAGS_OFFSET + 4;
+const FIRST_SEQ_OFFSET: usize = SEGMENT_ID_OFFSET + 8;
+const SEGMENT_LEN_OFFSET: usize = FIRST_SEQ_OFFSET + 8;
+const CREATED_AT_OFFSET: usize = SEGMENT_LEN_OFFSET + 8;
+const SALT_OFFSET: usize = CREATED_AT_OFFSET + 8;
+const RESERVED_OFFSET: usize = SALT_OFFSET + 4;
+const HEADER_CRC_OFFSET: usize = RESERVED_OFFSET + 8;
+const _: () = assert!(HEADER_CRC_OFFSET + 4 == SEGMENT_HEADER_LEN);
+
+/// A decoded segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentHeader {
+    pub segment_id: u64,
+    pub first_seq: u64,
+    pub segment_len: u64,
+    pub created_at_micros: i64,
+    pub salt: u32,
+}
+
+/// Why a header could not be decoded. The caller maps these to public errors with the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HeaderError {
+    /// Fewer than 64 bytes.
+    TooShort,
+    /// All 64 bytes are zero: a file that was created but never got its header.
+    Blank,
+    /// The magic is wrong: not a cairn segment.
+    BadMagic,
+    /// A version this build does not know.
+    UnsupportedVersion(u16),
+    /// The header checksum or a header field does not check out.
+    Damaged(String),
+}
+
+pub(crate) fn encode_segment_header(header: &SegmentHeader) -> [u8; SEGMENT_HEADER_LEN] {
+    let mut out = [0u8; SEGMENT_HEADER_LEN];
+    put(&mut out, MAGIC_OFFSET, &MAGIC);
+    put(&mut out, VERSION_OFFSET, &FORMAT_VERSION.to_le_bytes());
+    put(
+        &mut out,
+        HEADER_LEN_OFFSET,
+        &(SEGMENT_HEADER_LEN as u16).to_le_bytes(),
+    );
+    put(&mut out, FLAGS_OFFSET, &0u32.to_le_bytes());
+    put(
+        &mut out,
+        SEGMENT_ID_OFFSET,
+        &header.segment_id.to_le_bytes(),
+    );
+    put(&mut out, FIRST_SEQ_OFFSET, &header.first_seq.to_le_bytes());
+    put(
+        &mut out,
+        SEGMENT_LEN_OFFSET,
+        &header.segment_len.to_le_bytes(),
+    );
+    put(
+        &mut out,
+        CREATED_AT_OFFSET,
+        &header.created_at_micros.to_le_bytes(),
+    );
+    put(&mut out, SALT_OFFSET, &header.salt.to_le_bytes());
+    let crc = crc32fast::hash(out.get(..HEADER_CRC_OFFSET).unwrap_or_default());
+    put(&mut out, HEADER_CRC_OFFSET, &crc.to_le_bytes());
+    debug_assert_eq!(decode_segment_header(&out), Ok(*header));
+    out
+}
+
+/// Decodes and checks a segment header. The version is checked before the checksum so that a
+/// newer format (whose header may be laid out differently) is reported as such, not as damage.
+pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> {
+    let bytes = bytes
+        .get(..SEGMENT_HEADER_LEN)
+        .ok_or(HeaderError::TooShort)?;
+    if bytes.iter().all(|&b| b == 0) {
+        return Err(HeaderError::Blank);
+    }
+    if bytes.get(MAGIC_OFFSET..MAGIC_OFFSET + 8) != Some(&MAGIC[..]) {
+        return Err(HeaderError::BadMagic);
+    }
+    let field = |r: Option<u64>| r.ok_or(HeaderError::TooShort);
+    let version = read_u16(bytes, VERSION_OFFSET).ok_or(HeaderError::TooShort)?;
+    if version > FORMAT_VERSION {
+        return Err(HeaderError::UnsupportedVersion(version));
+    }
+    let stored_crc = read_u32(bytes, HEADER_CRC_OFFSET).ok_or(HeaderError::TooShort)?;
+    let actual_crc = crc32fast::hash(bytes.get(..HEADER_CRC_OFFSET).unwrap_or_default());
+    if stored_crc != actual_crc {
+        return Err(HeaderError::Damaged(format!(
+            "header checksum mismatch (stored {stored_crc:#010x}, computed {actual_crc:#010x})"
+        )));
+    }
+    if version == 0 {
+        return Err(HeaderError::Damaged("format version 0 is not valid".into()));
+    }
+    let header_len = read_u16(bytes, HEADER_LEN_OFFSET).ok_or(HeaderError::TooShort)?;
+    if usize::from(header_len) != SEGMENT_HEADER_LEN {
+        return Err(HeaderError::Damaged(format!(
+            "header length {header_len}, expected 64"
+        )));
+    }
+    let header = SegmentHeader {
+        segment_id: field(read_u64(bytes, SEGMENT_ID_OFFSET))?,
+        first_seq: field(read_u64(bytes, FIRST_SEQ_OFFSET))?,
+        segment_len: field(read_u64(bytes, SEGMENT_LEN_OFFSET))?,
+        created_at_micros: field(read_u64(bytes, CREATED_AT_OFFSET))? as i64,
+        salt: read_u32(bytes, SALT_OFFSET).ok_or(HeaderError::TooShort)?,
+    };
+    if header.first_seq == 0 {
+        return Err(HeaderError::Damaged("first sequence number is 0".into()));
+    }
+    Ok(header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SegmentHeader {
+        SegmentHeader {
+            segment_id: 7,
+            first_seq: 1234,
+            segment_len: 1 << 20,
+            created_at_micros: 1_700_000_000_000_000,
+            salt: 0xdead_beef,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = encode_segment_header(&sample());
+        assert_eq!(&bytes[..8], b"CAIRNSEG");
+        assert_eq!(decode_segment_header(&bytes), Ok(sample()));
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_noticed() {
+        let bytes = encode_segment_header(&sample());
+        for bit in 0..SEGMENT_HEADER_LEN * 8 {
+            let mut damaged = bytes;
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                decode_segment_header(&damaged).is_err(),
+                "flip of bit {bit} went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_refused() {
+        let bytes = encode_segment_header(&sample());
+        for len in 0..SEGMENT_HEADER_LEN {
+            assert_eq!(
+                decode_segment_header(&bytes[..len]),
+                Err(HeaderError::TooShort)
+            );
+        }
+    }
+
+    #[test]
+    fn newer_version_is_reported_as_such() {
+        let mut bytes = encode_segment_header(&sample());
+        bytes[VERSION_OFFSET..VERSION_OFFSET + 2].copy_from_slice(&2u16.to_le_bytes());
+        assert_eq!(
+            decode_segment_header(&bytes),
+            Err(HeaderError::UnsupportedVersion(2))
+        );
+    }
+
+    #[test]
+    fn foreign_and_blank_headers() {
+        assert_eq!(decode_segment_header(&[0u8; 64]), Err(HeaderError::Blank));
+        assert_eq!(
+            decode_segment_header(&[b'x'; 64]),
+            Err(HeaderError::BadMagic)
+        );
+    }
+}

@@ -1,0 +1,524 @@
+//! Recovery on open: read every segment in order, rebuild state through a visitor, decide
+//! what the recovery mode makes of each problem, and (for a writer) repair the tail so that
+//! new records never land after garbage.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::format::{HeaderError, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, decode_segment_header};
+use crate::options::RecoveryMode;
+use crate::storage::Storage;
+
+use super::report::{Finding, FindingKind, RecoveryReport};
+use super::scan::{ScanOutcome, ScanRules, Visit, scan_segment};
+use super::segment::{CREATING_SUFFIX, DISCARDED_SUFFIX, Segment, parse_segment_file_name};
+
+/// Files of a store directory that are not segments but belong there.
+const KNOWN_FILES: [&str; 3] = [super::lock::LOCK_FILE, super::MARKER_FILE, "CAIRN.tmp"];
+
+/// Where the writer continues after recovery.
+#[derive(Debug)]
+pub(crate) struct Tail {
+    pub segment: Arc<Segment>,
+    pub valid_end: u64,
+    pub sealed: bool,
+}
+
+/// The outcome of recovery.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    /// The segments whose records are live, in order.
+    pub segments: Vec<Arc<Segment>>,
+    /// The last kept segment, if it can take more records.
+    pub tail: Option<Tail>,
+    /// The next sequence number to hand out.
+    pub next_seq: u64,
+    /// The highest segment id seen, set-aside ones included.
+    pub max_segment_id: u64,
+    pub report: RecoveryReport,
+}
+
+/// What a writer must change on disk once the scan is done.
+#[derive(Debug, Default)]
+struct Repairs {
+    remove: Vec<PathBuf>,
+    set_aside: Vec<PathBuf>,
+    /// Zero `from..to` of the tail segment.
+    zero: Option<(u64, u64)>,
+    /// Grow the tail segment's file back to its declared length.
+    extend: Option<u64>,
+}
+
+struct Listing {
+    segments: Vec<(u64, PathBuf)>,
+    leftovers: Vec<PathBuf>,
+}
+
+fn list(storage: &dyn Storage, dir: &Path, report: &mut RecoveryReport) -> Result<Listing> {
+    let entries = storage
+        .read_dir(dir)
+        .map_err(|e| Error::io("list store directory", dir, e))?;
+    let mut listing = Listing {
+        segments: Vec::new(),
+        leftovers: Vec::new(),
+    };
+    for entry in entries {
+        if let Some(id) = parse_segment_file_name(&entry.name) {
+            if !entry.is_file {
+                return Err(Error::NotASegment {
+                    path: entry.path,
+                    reason: "not a regular file".into(),
+                });
+            }
+            listing.segments.push((id, entry.path));
+        } else if entry.name.ends_with(CREATING_SUFFIX) {
+            listing.leftovers.push(entry.path);
+        } else if entry.name.ends_with(DISCARDED_SUFFIX) {
+            report.notes.push(format!(
+                "{} was set aside by an earlier recovery",
+                entry.name
+            ));
+        } else if !KNOWN_FILES.contains(&entry.name.as_str()) {
+            report
+                .notes
+                .push(format!("ignored foreign file {}", entry.name));
+        }
+    }
+    listing.segments.sort_by_key(|(id, _)| *id);
+    Ok(listing)
+}
+
+/// Opens and checks the header of one segment. `Ok(None)` for a blank or too-short header
+/// (a file whose creation never completed).
+fn open_segment(
+    storage: &dyn Storage,
+    path: &Path,
+    id: u64,
+    writable: bool,
+) -> Result<Result<Segment, String>> {
+    let file = storage
+        .open_segment(path, writable)
+        .map_err(|e| Error::io("open segment", path, e))?;
+    let head = file
+        .read(0, SEGMENT_HEADER_LEN.min(file.len() as usize))
+        .unwrap_or_default();
+    match decode_segment_header(head) {
+        Ok(header) if header.segment_id != id => Ok(Err(format!(
+            "header says segment {} but the file name says {id}",
+            header.segment_id
+        ))),
+        Ok(header) => Ok(Ok(Segment::new(path.to_path_buf(), header, file))),
+        Err(HeaderError::BadMagic) => Err(Error::NotASegment {
+            path: path.to_path_buf(),
+            reason: "it does not start with the CAIRNSEG magic".into(),
+        }),
+        Err(HeaderError::UnsupportedVersion(found)) => Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found,
+            supported: crate::format::FORMAT_VERSION,
+        }),
+        Err(HeaderError::TooShort) => Ok(Err(format!("file is only {} bytes long", file.len()))),
+        Err(HeaderError::Blank) => Ok(Err("header is all zero bytes".into())),
+        Err(HeaderError::Damaged(reason)) => Ok(Err(reason)),
+    }
+}
+
+/// True when the segment holds no record at all: its first record slot is blank.
+fn holds_no_records(segment: &Segment) -> bool {
+    segment
+        .file
+        .read(SEGMENT_HEADER_LEN as u64, RECORD_HEADER_LEN)
+        .is_ok_and(|b| b.iter().all(|&x| x == 0))
+}
+
+/// The recovery pass over a whole store directory.
+pub(crate) fn recover(
+    storage: &dyn Storage,
+    dir: &Path,
+    mode: RecoveryMode,
+    writable: bool,
+    visit: &mut Visit<'_>,
+) -> Result<Recovered> {
+    let started = Instant::now();
+    let mut report = RecoveryReport::new(mode);
+    let listing = list(storage, dir, &mut report)?;
+    let mut repairs = Repairs::default();
+    for leftover in &listing.leftovers {
+        report.notes.push(format!(
+            "removed {} left by an interrupted segment creation",
+            leftover.display()
+        ));
+        repairs.remove.push(leftover.clone());
+    }
+    let max_segment_id = listing.segments.last().map_or(0, |(id, _)| *id);
+    let mut pass = Pass {
+        mode,
+        report,
+        kept: Vec::new(),
+        next_seq: 1,
+        stopped: false,
+    };
+    let count = listing.segments.len();
+    let mut tail_outcome: Option<ScanOutcome> = None;
+    let mut prev_id: Option<u64> = None;
+    let mut iter = listing.segments.iter().enumerate().peekable();
+    while let Some((i, (id, path))) = iter.next() {
+        if pass.stopped {
+            pass.set_aside(path, &mut repairs);
+            continue;
+        }
+        let is_last = i + 1 == count;
+        let segment = match open_segment(storage, path, *id, writable)? {
+            Ok(segment) => segment,
+            Err(reason)
+                if is_last
+                    && pass.mode != RecoveryMode::AbsoluteConsistency
+                    && blank_file(storage, path) =>
+            {
+                pass.report.notes.push(format!(
+                    "removed {}: an empty segment file with no header ({reason})",
+                    path.display()
+                ));
+                repairs.remove.push(path.clone());
+                continue;
+            }
+            Err(reason) => {
+                pass.damage(path, 0, 0, FindingKind::DamagedSegmentHeader, reason)?;
+                if pass.stopped {
+                    pass.set_aside(path, &mut repairs);
+                }
+                continue;
+            }
+        };
+        pass.check_continuity(&segment, prev_id)?;
+        if pass.stopped {
+            pass.set_aside(path, &mut repairs);
+            continue;
+        }
+        prev_id = Some(segment.id);
+        // An empty newest segment after an unsealed one is the leftover of a rollover that
+        // was interrupted before the old segment was sealed: the old one is the real tail.
+        let next_is_empty_last = i + 2 == count
+            && iter.peek().is_some_and(|(_, (next_id, next_path))| {
+                open_segment(storage, next_path, *next_id, false)
+                    .ok()
+                    .and_then(Result::ok)
+                    .is_some_and(|next| holds_no_records(&next))
+            });
+        let outcome = pass.scan(segment, is_last || next_is_empty_last, visit)?;
+        if next_is_empty_last && !outcome.sealed && !pass.stopped {
+            if let Some((_, (_, next_path))) = iter.next() {
+                pass.report.notes.push(format!(
+                    "removed {}: an empty segment left by an interrupted rollover",
+                    next_path.display()
+                ));
+                repairs.remove.push(next_path.clone());
+            }
+        }
+        tail_outcome = Some(outcome);
+    }
+    let tail = finish_tail(&mut pass, tail_outcome, &mut repairs);
+    let Pass {
+        mut report,
+        kept,
+        next_seq,
+        ..
+    } = pass;
+    report.last_seq = next_seq - 1;
+    report.segments_scanned = count;
+    let mut tail = tail;
+    if writable {
+        apply_repairs(storage, dir, &repairs, &mut report)?;
+        if let Some(tail) = tail.as_mut() {
+            repair_tail(storage, tail, &repairs, &mut report)?;
+        }
+    }
+    let mut kept = kept;
+    if let (Some(tail), Some(last)) = (tail.as_ref(), kept.last_mut()) {
+        *last = tail.segment.clone();
+    }
+    report.duration = started.elapsed();
+    Ok(Recovered {
+        segments: kept,
+        tail,
+        next_seq,
+        max_segment_id,
+        report,
+    })
+}
+
+fn blank_file(storage: &dyn Storage, path: &Path) -> bool {
+    storage.open_segment(path, false).is_ok_and(|file| {
+        let len = file.len();
+        len == 0
+            || file
+                .read(0, len as usize)
+                .is_ok_and(|b| b.iter().all(|&x| x == 0))
+    })
+}
+
+/// State of the recovery pass across segments.
+struct Pass {
+    mode: RecoveryMode,
+    report: RecoveryReport,
+    kept: Vec<Arc<Segment>>,
+    next_seq: u64,
+    /// Point-in-time recovery met damage: everything after is set aside.
+    stopped: bool,
+}
+
+impl Pass {
+    /// Records a finding and applies the mode: an error, a stop, or carry on.
+    fn damage(
+        &mut self,
+        segment: &Path,
+        offset: u64,
+        len_bytes: u64,
+        kind: FindingKind,
+        detail: String,
+    ) -> Result<()> {
+        let finding = Finding {
+            kind,
+            segment: segment.to_path_buf(),
+            offset,
+            len_bytes,
+            detail,
+        };
+        let tolerated = match self.mode {
+            RecoveryMode::AbsoluteConsistency => false,
+            RecoveryMode::TolerateTornTail => kind == FindingKind::TornTail,
+            RecoveryMode::PointInTime | RecoveryMode::SkipCorrupted => true,
+        };
+        if !tolerated {
+            return Err(Error::Corrupt {
+                segment: finding.segment,
+                offset,
+                reason: format!(
+                    "{:?}: {}; the {} recovery mode does not tolerate this. Run `cairn verify` \
+                     to see all damage, or open with point-in-time or skip-corrupted recovery \
+                     to keep what is intact",
+                    kind,
+                    finding.detail,
+                    self.mode.name()
+                ),
+            });
+        }
+        if self.mode == RecoveryMode::PointInTime && kind != FindingKind::TornTail {
+            self.stopped = true;
+        }
+        self.report.add(finding);
+        Ok(())
+    }
+
+    fn set_aside(&mut self, path: &Path, repairs: &mut Repairs) {
+        self.report.notes.push(format!(
+            "set aside {} (after the point-in-time recovery point)",
+            path.display()
+        ));
+        repairs.set_aside.push(path.to_path_buf());
+    }
+
+    fn check_continuity(&mut self, segment: &Segment, prev_id: Option<u64>) -> Result<()> {
+        let path = &segment.path;
+        if let Some(prev) = prev_id
+            && segment.id != prev + 1
+        {
+            self.damage(
+                path,
+                0,
+                0,
+                FindingKind::MissingSegment,
+                format!("segments {}..={} are missing", prev + 1, segment.id - 1),
+            )?;
+        } else if prev_id.is_none() && (segment.id != 1 || segment.header.first_seq != 1) {
+            self.damage(
+                path,
+                0,
+                0,
+                FindingKind::MissingSegment,
+                format!(
+                    "the oldest segment is {} starting at sequence number {}; the log starts at \
+                 segment 1, sequence number 1",
+                    segment.id, segment.header.first_seq
+                ),
+            )?;
+        } else if !self.kept.is_empty() && segment.header.first_seq != self.next_seq {
+            self.damage(
+                path,
+                0,
+                0,
+                FindingKind::MissingSegment,
+                format!(
+                    "segment starts at sequence number {}, the previous one ended before {}",
+                    segment.header.first_seq, self.next_seq
+                ),
+            )?;
+        }
+        let file_len = segment.file.len();
+        if file_len < segment.header.segment_len && !self.stopped {
+            self.damage(
+                path,
+                file_len,
+                segment.header.segment_len - file_len,
+                FindingKind::Truncated,
+                format!(
+                    "file is {file_len} bytes, its header says {}",
+                    segment.header.segment_len
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn scan(
+        &mut self,
+        segment: Segment,
+        is_last: bool,
+        visit: &mut Visit<'_>,
+    ) -> Result<ScanOutcome> {
+        let rules = ScanRules {
+            skip: self.mode == RecoveryMode::SkipCorrupted,
+            is_last,
+        };
+        let outcome = scan_segment(&segment, rules, visit);
+        segment.publish(outcome.valid_end);
+        self.report.records_scanned += outcome.records;
+        self.report.bytes_scanned += outcome.record_bytes;
+        for damage in &outcome.damage {
+            self.damage(
+                &segment.path,
+                damage.offset,
+                damage.len_bytes,
+                damage.kind,
+                damage.detail.clone(),
+            )?;
+            if self.stopped {
+                break;
+            }
+        }
+        if !outcome.sealed && !is_last && !self.stopped {
+            self.damage(
+                &segment.path,
+                outcome.valid_end,
+                0,
+                FindingKind::MissingSeal,
+                "a segment followed by another one does not end with a seal record".into(),
+            )?;
+        }
+        if let Some(last) = outcome.last_seq {
+            self.next_seq = self.next_seq.max(last + 1);
+        } else {
+            self.next_seq = self.next_seq.max(segment.header.first_seq);
+        }
+        self.kept.push(Arc::new(segment));
+        Ok(outcome)
+    }
+}
+
+/// Decides where the writer continues and what must be repaired there.
+fn finish_tail(
+    pass: &mut Pass,
+    outcome: Option<ScanOutcome>,
+    repairs: &mut Repairs,
+) -> Option<Tail> {
+    let segment = pass.kept.last()?.clone();
+    let outcome = outcome?;
+    if outcome.dirty_end > outcome.valid_end && !outcome.sealed {
+        repairs.zero = Some((outcome.valid_end, outcome.dirty_end));
+    }
+    if segment.file.len() < segment.header.segment_len {
+        repairs.extend = Some(segment.header.segment_len);
+    }
+    Some(Tail {
+        segment,
+        valid_end: outcome.valid_end,
+        sealed: outcome.sealed,
+    })
+}
+
+fn apply_repairs(
+    storage: &dyn Storage,
+    dir: &Path,
+    repairs: &Repairs,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    for path in &repairs.remove {
+        storage
+            .remove_file(path)
+            .map_err(|e| Error::io("remove leftover", path, e))?;
+    }
+    for path in &repairs.set_aside {
+        let mut name = path.as_os_str().to_owned();
+        name.push(DISCARDED_SUFFIX.trim_start_matches(".seg"));
+        storage
+            .rename(path, Path::new(&name))
+            .map_err(|e| Error::io("set aside segment", path, e))?;
+    }
+    if !repairs.remove.is_empty() || !repairs.set_aside.is_empty() {
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
+        report.repaired = true;
+    }
+    Ok(())
+}
+
+/// Makes the tail segment fit to take new records: its full length restored, garbage after
+/// the valid data zeroed, and everything recovered synced.
+fn repair_tail(
+    storage: &dyn Storage,
+    tail: &mut Tail,
+    repairs: &Repairs,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    if let Some(len) = repairs.extend {
+        let path = tail.segment.path.clone();
+        storage
+            .extend_file(&path, len)
+            .map_err(|e| Error::io("restore segment length", &path, e))?;
+        let file = storage
+            .open_segment(&path, true)
+            .map_err(|e| Error::io("open segment", &path, e))?;
+        tail.segment = Arc::new(Segment::new(path, tail.segment.header, file));
+        report.repaired = true;
+        report.notes.push(format!(
+            "restored {} to its full length of {len} bytes",
+            tail.segment.path.display()
+        ));
+    }
+    let segment = &tail.segment;
+    if let Some((from, to)) = repairs.zero {
+        zero_range(segment, from, to)?;
+        report.repaired = true;
+        report.notes.push(format!(
+            "zeroed {} bytes after the end of valid data in {}",
+            to - from,
+            segment.path.display()
+        ));
+    }
+    // Recovered records may sit unsynced in the page cache after a process crash: make them
+    // durable before anything new is acknowledged on top of them.
+    let end = repairs
+        .zero
+        .map_or(tail.valid_end, |(_, to)| to.max(tail.valid_end));
+    segment
+        .sync_to(end)
+        .map_err(|e| Error::io("sync recovered segment", &segment.path, e))?;
+    Ok(())
+}
+
+fn zero_range(segment: &Segment, from: u64, to: u64) -> Result<()> {
+    const ZEROS: [u8; 4096] = [0; 4096];
+    let mut pos = from;
+    while pos < to {
+        let len = (to - pos).min(ZEROS.len() as u64) as usize;
+        segment
+            .file
+            .write(pos, ZEROS.get(..len).unwrap_or_default())
+            .map_err(|e| Error::io("zero torn tail", &segment.path, e))?;
+        pos += len as u64;
+    }
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! Scanning one segment: walk its records from the header to the end of valid data, classify
+//! anything that does not check out, and find where the dirty bytes end.
+//!
+//! The end of valid data is the first position holding an all-zero record header with only
+//! zero bytes after it, or the seal record. Anything else that does not check out is damage,
+//! classified with the `durable_seq` of the next valid record: if that record was written when
+//! the damaged sequence number was already durable, durable data was lost (bit rot, a lost
+//! block); otherwise the damage lies in a window that was never synced, which is a torn write.
+
+use crate::format::{
+    RECORD_ALIGN, RECORD_HEADER_LEN, RecordHeader, RecordKind, SEGMENT_HEADER_LEN, check_record,
+    decode_record_header,
+};
+
+use super::report::FindingKind;
+use super::segment::Segment;
+
+/// Called for every valid record in log order with the segment id, the record's offset, its
+/// header and its body. An `Err` marks the record as damaged (its body does not decode).
+pub(crate) type Visit<'a> = dyn FnMut(u64, u64, &RecordHeader, &[u8]) -> Result<(), String> + 'a;
+
+/// One damaged stretch of a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Damage {
+    pub offset: u64,
+    pub len_bytes: u64,
+    pub kind: FindingKind,
+    pub detail: String,
+}
+
+/// The result of scanning one segment.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ScanOutcome {
+    /// Offset just past the last valid record kept.
+    pub valid_end: u64,
+    /// Sequence number of the last valid record kept (the seal included).
+    pub last_seq: Option<u64>,
+    pub records: u64,
+    pub record_bytes: u64,
+    pub sealed: bool,
+    /// End of the last non-zero byte at or after `valid_end` (equal to it when the rest of the
+    /// segment is clean). The writer zeroes `valid_end..dirty_end` before appending.
+    pub dirty_end: u64,
+    pub damage: Vec<Damage>,
+}
+
+/// How to scan.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScanRules {
+    /// Keep going after damage (skip-corrupted recovery, verify).
+    pub skip: bool,
+    /// The segment is the newest one, where a torn tail is expected after a crash.
+    pub is_last: bool,
+}
+
+enum Step {
+    Record(RecordHeader, u64),
+    End,
+    Bad(String),
+}
+
+/// Scans `segment`, calling `visit` for each valid record.
+pub(crate) fn scan_segment(
+    segment: &Segment,
+    rules: ScanRules,
+    visit: &mut Visit<'_>,
+) -> ScanOutcome {
+    let usable = segment.usable_len();
+    let mut out = ScanOutcome::default();
+    let mut pos = SEGMENT_HEADER_LEN as u64;
+    let mut expected = segment.header.first_seq;
+    out.valid_end = pos;
+    loop {
+        let problem = match next_record(segment, pos, expected, usable) {
+            Step::End => break,
+            Step::Record(header, len) => {
+                let body = record_body(segment, pos, &header);
+                match visit(segment.id, pos, &header, body) {
+                    Ok(()) => {
+                        pos += len;
+                        expected = header.seq + 1;
+                        out.valid_end = pos;
+                        out.last_seq = Some(header.seq);
+                        out.records += 1;
+                        out.record_bytes += len;
+                        if header.kind == RecordKind::Seal {
+                            out.sealed = true;
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(reason) => format!("record {} does not decode: {reason}", header.seq),
+                }
+            }
+            Step::Bad(reason) => reason,
+        };
+        let resync = find_next_valid(segment, pos + RECORD_ALIGN as u64, expected, usable);
+        let damage_end = match resync {
+            Some((offset, _)) => offset,
+            None => last_nonzero_end(segment, pos, usable),
+        };
+        let kind = match resync {
+            Some((_, next)) if next.durable_seq >= expected => FindingKind::DurableRecordsLost,
+            _ if rules.is_last => FindingKind::TornTail,
+            _ => FindingKind::DamagedRecord,
+        };
+        let detail = match (kind, resync) {
+            (FindingKind::DurableRecordsLost, Some((offset, next))) => format!(
+                "{problem}; record {} at offset {offset} was written when records up to {} were \
+                 durable, so records from {expected} on were lost",
+                next.seq, next.durable_seq
+            ),
+            _ => problem,
+        };
+        out.damage.push(Damage {
+            offset: pos,
+            len_bytes: damage_end.saturating_sub(pos),
+            kind,
+            detail,
+        });
+        match resync {
+            Some((offset, next)) if rules.skip => {
+                pos = offset;
+                expected = next.seq;
+            }
+            _ => break,
+        }
+    }
+    out.dirty_end = if out.sealed {
+        out.valid_end
+    } else {
+        last_nonzero_end(segment, out.valid_end, usable)
+    };
+    out
+}
+
+fn record_body<'a>(segment: &'a Segment, pos: u64, header: &RecordHeader) -> &'a [u8] {
+    let start = pos + RECORD_HEADER_LEN as u64;
+    segment
+        .file
+        .read(start, header.body_len as usize)
+        .unwrap_or_default()
+}
+
+/// Decodes and fully checks the record at `pos`.
+fn next_record(segment: &Segment, pos: u64, expected: u64, usable: u64) -> Step {
+    let salt = segment.header.salt;
+    if pos + RECORD_HEADER_LEN as u64 > usable {
+        return if last_nonzero_end(segment, pos, usable) > pos {
+            Step::Bad("non-zero bytes in the last bytes of the segment".into())
+        } else {
+            Step::End
+        };
+    }
+    let Ok(head) = segment.file.read(pos, RECORD_HEADER_LEN) else {
+        return Step::Bad("record header unreadable".into());
+    };
+    let header = match decode_record_header(salt, head) {
+        Ok(header) => header,
+        Err(crate::format::HeaderProblem::Blank) => {
+            return if last_nonzero_end(segment, pos, usable) > pos {
+                Step::Bad("zeroed bytes followed by data".into())
+            } else {
+                Step::End
+            };
+        }
+        Err(problem) => return Step::Bad(format!("{problem:?}")),
+    };
+    let len = header.padded_len() as u64;
+    if pos + len > usable {
+        return Step::Bad(format!(
+            "record {} runs past the end of the segment",
+            header.seq
+        ));
+    }
+    let Ok(record) = segment.file.read(pos, len as usize) else {
+        return Step::Bad("record unreadable".into());
+    };
+    if !check_record(salt, record) {
+        return Step::Bad(format!("record {} checksum mismatch", header.seq));
+    }
+    if header.seq != expected {
+        return Step::Bad(format!(
+            "sequence number {} where {expected} was expected",
+            header.seq
+        ));
+    }
+    Step::Record(header, len)
+}
+
+/// The first fully valid record at an aligned offset at or after `from` whose sequence number
+/// is at least `min_seq`.
+pub(crate) fn find_next_valid(
+    segment: &Segment,
+    from: u64,
+    min_seq: u64,
+    usable: u64,
+) -> Option<(u64, RecordHeader)> {
+    let salt = segment.header.salt;
+    let mut pos = from.next_multiple_of(RECORD_ALIGN as u64);
+    while pos + RECORD_HEADER_LEN as u64 <= usable {
+        let head = segment.file.read(pos, RECORD_HEADER_LEN).ok()?;
+        if head.iter().any(|&b| b != 0)
+            && let Ok(header) = decode_record_header(salt, head)
+            && header.seq >= min_seq
+            && pos + header.padded_len() as u64 <= usable
+            && segment
+                .file
+                .read(pos, header.padded_len())
+                .is_ok_and(|record| check_record(salt, record))
+        {
+            return Some((pos, header));
+        }
+        pos += RECORD_ALIGN as u64;
+    }
+    None
+}
+
+/// The offset just past the last non-zero byte in `from..usable`, or `from` if all are zero.
+fn last_nonzero_end(segment: &Segment, from: u64, usable: u64) -> u64 {
+    if from >= usable {
+        return from;
+    }
+    // Read in chunks so a 1 GiB segment does not need one giant slice.
+    const CHUNK: u64 = 1 << 20;
+    let mut end = usable;
+    while end > from {
+        let start = end.saturating_sub(CHUNK).max(from);
+        let Ok(bytes) = segment.file.read(start, (end - start) as usize) else {
+            return end;
+        };
+        if let Some(i) = bytes.iter().rposition(|&b| b != 0) {
+            return start + i as u64 + 1;
+        }
+        end = start;
+    }
+    from
+}

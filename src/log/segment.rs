@@ -1,0 +1,189 @@
+//! One segment file: its header, its mapping, and reading a record at a known offset.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+use crate::format::{
+    RecordHeader, SEGMENT_HEADER_LEN, SegmentHeader, check_record, decode_record_header,
+    encode_segment_header,
+};
+use crate::storage::{SegmentFile, Storage};
+
+/// File name suffix of segment files.
+pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
+/// Suffix of a segment being created; such a file never holds acknowledged data.
+pub(crate) const CREATING_SUFFIX: &str = ".seg.creating";
+/// Suffix given to segments that point-in-time recovery set aside.
+pub(crate) const DISCARDED_SUFFIX: &str = ".seg.discarded";
+const ID_DIGITS: usize = 20;
+
+/// The file name of segment `id`: twenty decimal digits, so names sort by id.
+pub(crate) fn segment_file_name(id: u64) -> String {
+    format!("{id:0ID_DIGITS$}{SEGMENT_SUFFIX}")
+}
+
+/// The id in a segment file name, or `None` when the name is not one.
+pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != ID_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// An open segment.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub id: u64,
+    pub path: PathBuf,
+    pub header: SegmentHeader,
+    pub file: Box<dyn SegmentFile>,
+    /// Bytes below this offset are known durable.
+    synced_end: AtomicU64,
+    /// Bytes below this offset hold records readers may see; writers only write past it.
+    published_end: AtomicU64,
+}
+
+impl Segment {
+    pub fn new(path: PathBuf, header: SegmentHeader, file: Box<dyn SegmentFile>) -> Self {
+        Segment {
+            id: header.segment_id,
+            path,
+            header,
+            file,
+            synced_end: AtomicU64::new(0),
+            published_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
+        }
+    }
+
+    /// Creates segment `id` in `dir` durably: written under a temporary name, synced, renamed,
+    /// and the directory synced, so a crash leaves either no segment or a complete one.
+    pub fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        id: u64,
+        first_seq: u64,
+        len: u64,
+        salt: u32,
+    ) -> Result<Segment> {
+        let path = dir.join(segment_file_name(id));
+        let tmp = dir.join(format!("{id:0ID_DIGITS$}{CREATING_SUFFIX}"));
+        let header = SegmentHeader {
+            segment_id: id,
+            first_seq,
+            segment_len: len,
+            created_at_micros: chrono::Utc::now().timestamp_micros(),
+            salt,
+        };
+        let file = storage.create_segment(&tmp, len).map_err(|source| {
+            if is_disk_full(&source) {
+                Error::DiskFull {
+                    path: path.clone(),
+                    needed_bytes: len,
+                    source,
+                }
+            } else {
+                Error::io("create segment", &tmp, source)
+            }
+        })?;
+        let bytes = encode_segment_header(&header);
+        file.write(0, &bytes)
+            .and_then(|()| file.sync(0, bytes.len() as u64))
+            .map_err(|e| Error::io("write segment header", &tmp, e))?;
+        storage
+            .rename(&tmp, &path)
+            .map_err(|e| Error::io("rename new segment", &path, e))?;
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
+        let segment = Segment::new(path, header, file);
+        segment
+            .synced_end
+            .store(SEGMENT_HEADER_LEN as u64, Ordering::Release);
+        Ok(segment)
+    }
+
+    /// The length records may use: the mapping, but never past what the header declares.
+    pub fn usable_len(&self) -> u64 {
+        self.file.len().min(self.header.segment_len)
+    }
+
+    /// Makes records below `end` visible to readers.
+    pub fn publish(&self, end: u64) {
+        self.published_end.fetch_max(end, Ordering::AcqRel);
+    }
+
+    /// The end of the records readers may see.
+    pub fn published_end(&self) -> u64 {
+        self.published_end.load(Ordering::Acquire)
+    }
+
+    /// Makes `..end` durable, syncing only what was not synced yet.
+    pub fn sync_to(&self, end: u64) -> std::io::Result<()> {
+        let from = self.synced_end.load(Ordering::Acquire);
+        if end > from {
+            self.file.sync(from, end - from)?;
+            self.synced_end.fetch_max(end, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// Reads and checks the record at `offset`, returning its header and body.
+    pub fn read_record(&self, offset: u64) -> Result<(RecordHeader, &[u8])> {
+        let corrupt = |reason: String| Error::Corrupt {
+            segment: self.path.clone(),
+            offset,
+            reason,
+        };
+        let read = |len: usize| {
+            self.file
+                .read(offset, len)
+                .map_err(|e| corrupt(format!("record out of bounds: {e}")))
+        };
+        let head = read(crate::format::RECORD_HEADER_LEN)?;
+        let header = decode_record_header(self.header.salt, head)
+            .map_err(|p| corrupt(format!("record header damaged since open: {p:?}")))?;
+        let record = read(header.padded_len())?;
+        if !check_record(self.header.salt, record) {
+            return Err(corrupt(
+                "record checksum mismatch (damaged since open)".into(),
+            ));
+        }
+        let body_start = crate::format::RECORD_HEADER_LEN;
+        let body = record
+            .get(body_start..body_start + header.body_len as usize)
+            .ok_or_else(|| corrupt("record body out of bounds".into()))?;
+        Ok((header, body))
+    }
+}
+
+/// ENOSPC or EDQUOT.
+pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || e.kind() == std::io::ErrorKind::StorageFull
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip_and_sort() {
+        assert_eq!(segment_file_name(42), "00000000000000000042.seg");
+        assert_eq!(parse_segment_file_name(&segment_file_name(42)), Some(42));
+        assert_eq!(
+            parse_segment_file_name(&segment_file_name(u64::MAX)),
+            Some(u64::MAX)
+        );
+        assert!(segment_file_name(9) < segment_file_name(10));
+        for bad in [
+            "42.seg",
+            "0000000000000000004x.seg",
+            "00000000000000000042.log",
+            "",
+        ] {
+            assert_eq!(parse_segment_file_name(bad), None, "{bad}");
+        }
+    }
+}

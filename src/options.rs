@@ -151,7 +151,7 @@ impl Options {
                 ),
             ));
         }
-        if self.segment_size_bytes % 4096 != 0 {
+        if !self.segment_size_bytes.is_multiple_of(4096) {
             return Err(Error::invalid(
                 "segment size",
                 format!(

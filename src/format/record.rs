@@ -30,7 +30,7 @@ const KIND_OFFSET: usize = BODY_LEN_OFFSET + 4;
 const FLAGS_OFFSET: usize = KIND_OFFSET + 1;
 const RESERVED_OFFSET: usize = FLAGS_OFFSET + 1;
 const _: () = assert!(RESERVED_OFFSET + 2 == RECORD_HEADER_LEN);
-const _: () = assert!(RECORD_HEADER_LEN % RECORD_ALIGN == 0);
+const _: () = assert!(RECORD_HEADER_LEN.is_multiple_of(RECORD_ALIGN));
 
 /// What a record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -36,6 +36,9 @@ use writer::Writer;
 pub(crate) const MARKER_FILE: &str = "CAIRN";
 const MARKER_PREFIX: &str = "cairn store\nformat_version ";
 
+/// Called with a record's segment id, offset, header and body.
+pub(crate) type RecordVisitor<'a> = dyn FnMut(u64, u64, &RecordHeader, &[u8]) -> Result<()> + 'a;
+
 /// Group-commit state, shared by savers waiting for durability.
 #[derive(Debug)]
 struct SyncState {
@@ -296,7 +299,7 @@ impl Log {
     /// Calls `f` for every valid record in log order, skipping records recovery found damaged.
     pub fn for_each_record(
         &self,
-        f: &mut dyn FnMut(u64, u64, &RecordHeader, &[u8]) -> Result<()>,
+        f: &mut RecordVisitor<'_>,
     ) -> Result<()> {
         let segments: Vec<Arc<Segment>> = self.segments_read().values().cloned().collect();
         for segment in segments {
@@ -333,14 +336,6 @@ impl Log {
             Some(writer) => lock(writer).last_seq(),
             None => lock(&self.sync).synced_seq,
         }
-    }
-
-    #[cfg(test)]
-    pub(crate) fn segment_paths(&self) -> Vec<PathBuf> {
-        self.segments_read()
-            .values()
-            .map(|s| s.path.clone())
-            .collect()
     }
 }
 

@@ -161,61 +161,67 @@ pub(crate) fn recover(
         stopped: false,
     };
     let count = listing.segments.len();
+    // Every header is checked before any record is read, so a foreign or newer file is refused
+    // before anything is half-read.
+    let mut opened = Vec::with_capacity(count);
+    for (id, path) in &listing.segments {
+        let segment = open_segment(storage, path, *id, writable)?;
+        let blank = segment.is_err() && blank_file(storage, path);
+        opened.push((path.clone(), segment, blank));
+    }
     let mut tail_outcome: Option<ScanOutcome> = None;
     let mut prev_id: Option<u64> = None;
-    let mut iter = listing.segments.iter().enumerate().peekable();
-    while let Some((i, (id, path))) = iter.next() {
+    let mut iter = opened.into_iter().enumerate().peekable();
+    while let Some((i, (path, segment, blank))) = iter.next() {
         if pass.stopped {
-            pass.set_aside(path, &mut repairs);
+            pass.set_aside(&path, &mut repairs);
             continue;
         }
         let is_last = i + 1 == count;
-        let segment = match open_segment(storage, path, *id, writable)? {
+        let segment = match segment {
             Ok(segment) => segment,
-            Err(reason)
-                if is_last
-                    && pass.mode != RecoveryMode::AbsoluteConsistency
-                    && blank_file(storage, path) =>
-            {
+            Err(reason) if is_last && blank && pass.mode != RecoveryMode::AbsoluteConsistency => {
                 pass.report.notes.push(format!(
                     "removed {}: an empty segment file with no header ({reason})",
                     path.display()
                 ));
-                repairs.remove.push(path.clone());
+                repairs.remove.push(path);
                 continue;
             }
             Err(reason) => {
-                pass.damage(path, 0, 0, FindingKind::DamagedSegmentHeader, reason)?;
+                pass.damage(&path, 0, 0, FindingKind::DamagedSegmentHeader, reason)?;
                 if pass.stopped {
-                    pass.set_aside(path, &mut repairs);
+                    pass.set_aside(&path, &mut repairs);
                 }
                 continue;
             }
         };
         pass.check_continuity(&segment, prev_id)?;
         if pass.stopped {
-            pass.set_aside(path, &mut repairs);
+            pass.set_aside(&path, &mut repairs);
             continue;
         }
         prev_id = Some(segment.id);
         // An empty newest segment after an unsealed one is the leftover of a rollover that
         // was interrupted before the old segment was sealed: the old one is the real tail.
         let next_is_empty_last = i + 2 == count
-            && iter.peek().is_some_and(|(_, (next_id, next_path))| {
-                open_segment(storage, next_path, *next_id, false)
-                    .ok()
-                    .and_then(Result::ok)
-                    .is_some_and(|next| holds_no_records(&next))
-            });
+            && iter
+                .peek()
+                .is_some_and(|(_, (_, next, next_blank))| match next {
+                    Ok(next) => holds_no_records(next),
+                    Err(_) => *next_blank,
+                });
         let outcome = pass.scan(segment, is_last || next_is_empty_last, visit)?;
-        if next_is_empty_last && !outcome.sealed && !pass.stopped {
-            if let Some((_, (_, next_path))) = iter.next() {
-                pass.report.notes.push(format!(
-                    "removed {}: an empty segment left by an interrupted rollover",
-                    next_path.display()
-                ));
-                repairs.remove.push(next_path.clone());
-            }
+        if next_is_empty_last
+            && !outcome.sealed
+            && !pass.stopped
+            && let Some((_, (next_path, _, _))) = iter.next()
+        {
+            pass.report.notes.push(format!(
+                "removed {}: an empty segment left by an interrupted rollover",
+                next_path.display()
+            ));
+            repairs.remove.push(next_path);
         }
         tail_outcome = Some(outcome);
     }
@@ -356,19 +362,6 @@ impl Pass {
                 ),
             )?;
         }
-        let file_len = segment.file.len();
-        if file_len < segment.header.segment_len && !self.stopped {
-            self.damage(
-                path,
-                file_len,
-                segment.header.segment_len - file_len,
-                FindingKind::Truncated,
-                format!(
-                    "file is {file_len} bytes, its header says {}",
-                    segment.header.segment_len
-                ),
-            )?;
-        }
         Ok(())
     }
 
@@ -397,6 +390,19 @@ impl Pass {
             if self.stopped {
                 break;
             }
+        }
+        let file_len = segment.file.len();
+        if file_len < segment.header.segment_len && !self.stopped {
+            self.damage(
+                &segment.path,
+                file_len,
+                segment.header.segment_len - file_len,
+                FindingKind::Truncated,
+                format!(
+                    "file is {file_len} bytes, its header says {}",
+                    segment.header.segment_len
+                ),
+            )?;
         }
         if !outcome.sealed && !is_last && !self.stopped {
             self.damage(

@@ -297,10 +297,7 @@ impl Log {
     }
 
     /// Calls `f` for every valid record in log order, skipping records recovery found damaged.
-    pub fn for_each_record(
-        &self,
-        f: &mut RecordVisitor<'_>,
-    ) -> Result<()> {
+    pub fn for_each_record(&self, f: &mut RecordVisitor<'_>) -> Result<()> {
         let segments: Vec<Arc<Segment>> = self.segments_read().values().cloned().collect();
         for segment in segments {
             let end = segment.published_end();

@@ -496,7 +496,6 @@ fn repair_tail(
     }
     let segment = &tail.segment;
     if let Some((from, to)) = repairs.zero {
-        zero_range(segment, from, to)?;
         report.repaired = true;
         report.notes.push(format!(
             "zeroed {} bytes after the end of valid data in {}",
@@ -505,26 +504,11 @@ fn repair_tail(
         ));
     }
     // Recovered records may sit unsynced in the page cache after a process crash: make them
-    // durable before anything new is acknowledged on top of them.
-    let end = repairs
-        .zero
-        .map_or(tail.valid_end, |(_, to)| to.max(tail.valid_end));
+    // durable before anything new is acknowledged on top of them. Then clear everything after
+    // them, garbage or not, so new records never land before stale bytes.
     segment
-        .sync_to(end)
-        .map_err(|e| Error::io("sync recovered segment", &segment.path, e))?;
-    Ok(())
-}
-
-fn zero_range(segment: &Segment, from: u64, to: u64) -> Result<()> {
-    const ZEROS: [u8; 4096] = [0; 4096];
-    let mut pos = from;
-    while pos < to {
-        let len = (to - pos).min(ZEROS.len() as u64) as usize;
-        segment
-            .file
-            .write(pos, ZEROS.get(..len).unwrap_or_default())
-            .map_err(|e| Error::io("zero torn tail", &segment.path, e))?;
-        pos += len as u64;
-    }
+        .sync_to(tail.valid_end)
+        .and_then(|()| segment.file.zero_to_end(tail.valid_end))
+        .map_err(|e| Error::io("cut off the tail of", &segment.path, e))?;
     Ok(())
 }

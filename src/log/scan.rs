@@ -218,21 +218,25 @@ pub(crate) fn find_next_valid(
 
 /// The offset just past the last non-zero byte in `from..usable`, or `from` if all are zero.
 fn last_nonzero_end(segment: &Segment, from: u64, usable: u64) -> u64 {
-    if from >= usable {
-        return from;
-    }
-    // Read in chunks so a 1 GiB segment does not need one giant slice.
+    // Read in chunks so a 1 GiB segment does not need one giant slice, and only where the
+    // file may hold data.
     const CHUNK: u64 = 1 << 20;
-    let mut end = usable;
-    while end > from {
-        let start = end.saturating_sub(CHUNK).max(from);
-        let Ok(bytes) = segment.file.read(start, (end - start) as usize) else {
-            return end;
-        };
-        if let Some(i) = bytes.iter().rposition(|&b| b != 0) {
-            return start + i as u64 + 1;
+    let mut last = from;
+    for (start, end) in segment.file.data_ranges(from) {
+        let (start, end) = (start.max(from), end.min(usable));
+        let mut pos = start;
+        while pos < end {
+            let len = (end - pos).min(CHUNK);
+            match segment.file.read(pos, len as usize) {
+                Ok(bytes) => {
+                    if let Some(i) = bytes.iter().rposition(|&b| b != 0) {
+                        last = pos + i as u64 + 1;
+                    }
+                }
+                Err(_) => return end,
+            }
+            pos += len;
         }
-        end = start;
     }
-    from
+    last
 }

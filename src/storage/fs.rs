@@ -10,6 +10,9 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use super::{DirEntry, SegmentFile, Storage};
 
+const PAGE_BYTES: u64 = 4096;
+static ZEROS: [u8; PAGE_BYTES as usize] = [0; PAGE_BYTES as usize];
+
 /// [`Storage`] on the operating system's file system.
 #[derive(Debug, Default)]
 pub(crate) struct FsStorage;
@@ -21,7 +24,7 @@ struct MappedFile {
     map: Option<MmapRaw>,
     len: u64,
     /// Kept open for the life of the mapping.
-    _file: File,
+    file: File,
 }
 
 fn out_of_range(offset: u64, len: u64, file_len: u64) -> io::Error {
@@ -41,11 +44,7 @@ impl MappedFile {
         } else {
             Some(MmapOptions::new().map_raw_read_only(&file)?)
         };
-        Ok(MappedFile {
-            map,
-            len,
-            _file: file,
-        })
+        Ok(MappedFile { map, len, file })
     }
 
     fn check_range(&self, offset: u64, len: u64) -> io::Result<(&MmapRaw, usize)> {
@@ -93,6 +92,68 @@ impl SegmentFile for MappedFile {
         let (map, start) = self.check_range(offset, len)?;
         map.flush_range(start, len as usize)
     }
+
+    fn zero_to_end(&self, from: u64) -> io::Result<()> {
+        if from >= self.len {
+            return Ok(());
+        }
+        let page_end = from.next_multiple_of(PAGE_BYTES).min(self.len);
+        self.write(from, &ZEROS[..(page_end - from) as usize])?;
+        self.sync(from, page_end - from)?;
+        if page_end < self.len {
+            let offset = libc::off_t::try_from(page_end).map_err(io::Error::other)?;
+            let len = libc::off_t::try_from(self.len - page_end).map_err(io::Error::other)?;
+            let mode = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
+            // SAFETY: plain system call on a valid, open descriptor. The kernel drops the
+            // cached pages of the range, so the mapping reads zeros afterwards.
+            let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, offset, len) };
+            if rc == 0 {
+                return self.file.sync_data();
+            }
+            // No ZERO_RANGE here: write zeros wherever the file may hold data.
+            for (start, end) in self.data_ranges(page_end) {
+                let mut pos = start;
+                while pos < end {
+                    let len = (end - pos).min(PAGE_BYTES);
+                    self.write(pos, &ZEROS[..len as usize])?;
+                    pos += len;
+                }
+                self.sync(start, end - start)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn data_ranges(&self, from: u64) -> Vec<(u64, u64)> {
+        let mut ranges = Vec::new();
+        let mut pos = from;
+        while pos < self.len {
+            // SEEK_DATA and SEEK_HOLE report preallocated, never-written extents as holes on
+            // ext4, XFS and btrfs; elsewhere they report the whole file as data, which is
+            // merely slower.
+            let Some(data) = seek(&self.file, pos, libc::SEEK_DATA) else {
+                break;
+            };
+            let hole = seek(&self.file, data, libc::SEEK_HOLE)
+                .unwrap_or(self.len)
+                .min(self.len);
+            if hole <= data {
+                ranges.push((data, self.len));
+                break;
+            }
+            ranges.push((data, hole));
+            pos = hole;
+        }
+        ranges
+    }
+}
+
+/// `lseek` with `whence`; `None` when there is no such position (ENXIO) or on any error.
+fn seek(file: &File, offset: u64, whence: libc::c_int) -> Option<u64> {
+    let offset = libc::off_t::try_from(offset).ok()?;
+    // SAFETY: plain system call on a valid, open descriptor; it does not touch memory.
+    let rc = unsafe { libc::lseek(file.as_raw_fd(), offset, whence) };
+    u64::try_from(rc).ok()
 }
 
 /// Reserves `len` bytes of real disk space for `file`, so later writes through a mapping cannot

@@ -35,6 +35,22 @@ pub(crate) trait SegmentFile: Send + Sync + Debug {
 
     /// Makes the bytes `offset..offset + len` durable (msync with `MS_SYNC`).
     fn sync(&self, offset: u64, len: u64) -> io::Result<()>;
+
+    /// Makes every byte from `from` to the end of the file zero, durably. Used to cut off a
+    /// torn tail; on the real file system it also returns the never-used part of the segment
+    /// to "unwritten" so that later recoveries need not read it.
+    fn zero_to_end(&self, from: u64) -> io::Result<()>;
+
+    /// The ranges at or after `from` that may hold non-zero bytes, in order; every byte outside
+    /// them is zero. A file system that cannot tell reports the whole rest of the file. Lets
+    /// recovery skip the never-written part of a preallocated segment without reading it.
+    fn data_ranges(&self, from: u64) -> Vec<(u64, u64)> {
+        if from < self.len() {
+            vec![(from, self.len())]
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 /// Directory and file operations.

@@ -48,7 +48,7 @@ fn worker(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
         // "Process" one item: a little work that a crash can interrupt.
         std::thread::sleep(Duration::from_micros(200));
         processed += 1;
-        if processed % CHECKPOINT_EVERY == 0 || processed == TOTAL_ITEMS {
+        if processed.is_multiple_of(CHECKPOINT_EVERY) || processed == TOTAL_ITEMS {
             let progress = Progress {
                 processed,
                 cursor: format!("cursor:{processed:08}"),

@@ -106,8 +106,18 @@ impl Store {
     }
 
     fn open_inner(dir: &Path, options: Options, read_only: bool) -> Result<Store> {
+        Store::open_on(Arc::new(FsStorage), dir, options, read_only)
+    }
+
+    /// Opens a store on any [`Storage`]: the real file system, or a faulty or simulated one
+    /// in tests.
+    fn open_on(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        options: Options,
+        read_only: bool,
+    ) -> Result<Store> {
         options.validate()?;
-        let storage: Arc<dyn Storage> = Arc::new(FsStorage);
         Log::prepare_dir(storage.as_ref(), dir, !read_only)?;
         let lock = if read_only {
             None
@@ -481,5 +491,89 @@ impl Flusher {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
         cvar.notify_all();
         let _ = self.handle.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::storage::faulty::FaultyStorage;
+
+    fn faulty_store(dir: &Path, options: Options) -> (Store, Arc<crate::storage::faulty::Faults>) {
+        let storage = FaultyStorage::default();
+        let faults = storage.faults.clone();
+        (
+            Store::open_on(Arc::new(storage), dir, options, false).unwrap(),
+            faults,
+        )
+    }
+
+    #[test]
+    fn a_failed_sync_poisons_the_store_and_loses_nothing_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, faults) = faulty_store(dir.path(), Options::default());
+        for i in 0..10 {
+            store.save("job", "p", &i).unwrap();
+        }
+        faults.fail_sync.store(true, Ordering::SeqCst);
+        let err = store.save("job", "p", &10).expect_err("sync fails");
+        assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+        assert!(err.to_string().contains("close and re-open"), "{err}");
+        // The failure is not retried blindly, even once the disk would work again.
+        faults.fail_sync.store(false, Ordering::SeqCst);
+        assert!(matches!(
+            store.save("job", "p", &11),
+            Err(Error::Poisoned { .. })
+        ));
+        assert!(matches!(store.flush(), Err(Error::Poisoned { .. })));
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let history = store.history("job").unwrap();
+        let values: Vec<_> = history.iter().map(|c| c.data.as_u64().unwrap()).collect();
+        assert_eq!(&values[..10], &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert!(
+            values.len() <= 11,
+            "only the failed save may be there besides: {values:?}"
+        );
+    }
+
+    #[test]
+    fn a_full_disk_at_rollover_is_a_clear_error_and_the_store_carries_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options::default().segment_size(64 * 1024);
+        let (store, faults) = faulty_store(dir.path(), options.clone());
+        let payload = "x".repeat(1000);
+        let mut acknowledged = 0;
+        faults.disk_full.store(true, Ordering::SeqCst);
+        let err = loop {
+            match store.save("job", "p", &payload) {
+                Ok(_) => acknowledged += 1,
+                Err(err) => break err,
+            }
+        };
+        assert!(
+            matches!(
+                err,
+                Error::DiskFull {
+                    needed_bytes: 65536,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("free space and retry"), "{err}");
+        assert_eq!(store.segment_count(), 1);
+        faults.disk_full.store(false, Ordering::SeqCst);
+        store
+            .save("job", "p", &payload)
+            .expect("works again once space is free");
+        acknowledged += 1;
+        assert_eq!(store.segment_count(), 2);
+        drop(store);
+        let store = Store::open_with(dir.path(), options).unwrap();
+        assert!(store.recovery_report().is_clean());
+        assert_eq!(store.history("job").unwrap().len(), acknowledged);
     }
 }

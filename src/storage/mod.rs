@@ -6,6 +6,8 @@ use std::fmt::Debug;
 use std::io;
 use std::path::{Path, PathBuf};
 
+#[cfg(test)]
+pub(crate) mod faulty;
 mod fs;
 
 pub(crate) use fs::FsStorage;

@@ -249,14 +249,15 @@ impl Store {
     /// The latest checkpoint of `job`, or `None` if it has none.
     pub fn latest(&self, job: &str) -> Result<Option<Checkpoint>> {
         let entry = self.index().get(job).copied();
-        let Some(entry) = entry else { return Ok(None) };
-        let checkpoint =
-            self.inner
-                .log
-                .read_at(entry.segment_id, entry.offset, |header, body| {
-                    to_checkpoint(&self.inner.dir, header, body)
-                })?;
-        Ok(Some(checkpoint))
+        entry.map(|entry| self.read_checkpoint(&entry)).transpose()
+    }
+
+    fn read_checkpoint(&self, entry: &JobEntry) -> Result<Checkpoint> {
+        let log = &self.inner.log;
+        log.read_at(entry.segment_id, entry.offset, |header, body| {
+            to_checkpoint(header, body)
+                .map_err(|reason| log.corrupt(entry.segment_id, entry.offset, reason))
+        })
     }
 
     /// Every checkpoint of `job` still in the log, oldest first.
@@ -265,9 +266,11 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        self.inner.log.for_each_record(&mut |_, _, header, body| {
+        let log = &self.inner.log;
+        log.for_each_record(&mut |segment_id, offset, header, body| {
             if header.kind == RecordKind::Checkpoint {
-                let checkpoint = to_checkpoint(&self.inner.dir, header, body)?;
+                let checkpoint = to_checkpoint(header, body)
+                    .map_err(|reason| log.corrupt(segment_id, offset, reason))?;
                 if checkpoint.job == job {
                     out.push(checkpoint);
                 }
@@ -288,9 +291,7 @@ impl Store {
         entries
             .into_iter()
             .map(|(job, entry)| {
-                let latest = self
-                    .latest(&job)?
-                    .ok_or_else(|| Error::invalid("job", "vanished"))?;
+                let latest = self.read_checkpoint(&entry)?;
                 Ok(JobSummary {
                     job,
                     latest_seq: entry.seq,
@@ -384,22 +385,14 @@ fn index_record(
     Ok(())
 }
 
-fn to_checkpoint(dir: &Path, header: &RecordHeader, body: &[u8]) -> Result<Checkpoint> {
-    let corrupt = |reason: String| Error::Corrupt {
-        segment: dir.to_path_buf(),
-        offset: 0,
-        reason,
-    };
-    let body =
-        decode_checkpoint_body(body).map_err(|e| corrupt(format!("record {}: {e}", header.seq)))?;
-    let data = serde_json::from_slice(&body.data_json).map_err(|e| {
-        corrupt(format!(
-            "record {}: checkpoint data is not JSON: {e}",
-            header.seq
-        ))
-    })?;
+/// Decodes a checked checkpoint record; an error says what was malformed.
+fn to_checkpoint(header: &RecordHeader, body: &[u8]) -> Result<Checkpoint, String> {
+    let seq = header.seq;
+    let body = decode_checkpoint_body(body).map_err(|e| format!("record {seq}: {e}"))?;
+    let data = serde_json::from_slice(&body.data_json)
+        .map_err(|e| format!("record {seq}: checkpoint data is not JSON: {e}"))?;
     let at = DateTime::from_timestamp_micros(body.at_micros)
-        .ok_or_else(|| corrupt(format!("record {}: timestamp out of range", header.seq)))?;
+        .ok_or_else(|| format!("record {seq}: timestamp out of range"))?;
     Ok(Checkpoint {
         job: body.job,
         seq: header.seq,

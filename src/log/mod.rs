@@ -276,6 +276,15 @@ impl Log {
         self.wait_durable(last)
     }
 
+    /// A corruption error at a record of this log.
+    pub fn corrupt(&self, segment_id: u64, offset: u64, reason: String) -> Error {
+        Error::Corrupt {
+            segment: self.dir.join(segment::segment_file_name(segment_id)),
+            offset,
+            reason,
+        }
+    }
+
     /// Reads and checks the record at a known location.
     pub fn read_at<T>(
         &self,
@@ -287,11 +296,7 @@ impl Log {
             .segments_read()
             .get(&segment_id)
             .cloned()
-            .ok_or_else(|| Error::Corrupt {
-                segment: self.dir.join(segment::segment_file_name(segment_id)),
-                offset,
-                reason: "segment no longer exists".into(),
-            })?;
+            .ok_or_else(|| self.corrupt(segment_id, offset, "segment no longer exists".into()))?;
         let (header, body) = segment.read_record(offset)?;
         f(&header, body)
     }

@@ -15,9 +15,9 @@ use crate::error::{Error, Result};
 use crate::format::{
     CheckpointBody, RecordHeader, RecordKind, decode_checkpoint_body, encode_checkpoint_body,
 };
-use crate::log::{DirLock, Log, RecoveryReport};
+use crate::log::{Log, RecoveryReport};
 use crate::options::{Durability, Options, RecoveryMode};
-use crate::storage::{FsStorage, Storage};
+use crate::storage::{DirLock, FsStorage, Storage};
 
 /// Where a job's latest checkpoint is.
 #[derive(Debug, Clone, Copy)]
@@ -122,7 +122,7 @@ impl Store {
         let lock = if read_only {
             None
         } else {
-            Some(DirLock::acquire(dir)?)
+            storage.lock_dir(dir)?
         };
         let mut index = Index::new();
         let segment_size = (!read_only).then_some(options.segment_size_bytes);

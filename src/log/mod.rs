@@ -7,7 +7,6 @@
 
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
-mod lock;
 mod recovery;
 mod report;
 mod scan;
@@ -19,7 +18,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
-pub(crate) use lock::DirLock;
 pub use report::{Finding, FindingKind, RecoveryReport};
 pub(crate) use scan::Visit;
 pub(crate) use writer::Appended;

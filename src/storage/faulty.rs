@@ -85,6 +85,9 @@ impl Storage for FaultyStorage {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.inner.sync_dir(dir)
     }
+    fn lock_dir(&self, dir: &Path) -> crate::Result<Option<super::DirLock>> {
+        self.inner.lock_dir(dir)
+    }
     fn read_small_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
         self.inner.read_small_file(path)
     }

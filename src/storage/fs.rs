@@ -231,6 +231,10 @@ impl Storage for FsStorage {
         File::open(dir)?.sync_all()
     }
 
+    fn lock_dir(&self, dir: &Path) -> crate::Result<Option<super::DirLock>> {
+        super::DirLock::acquire(dir).map(Some)
+    }
+
     fn read_small_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
         match std::fs::read(path) {
             Ok(bytes) => Ok(Some(bytes)),

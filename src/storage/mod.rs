@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 #[cfg(test)]
 pub(crate) mod faulty;
 mod fs;
+mod lock;
 
 pub(crate) use fs::FsStorage;
+pub(crate) use lock::{DirLock, LOCK_FILE};
 
 /// One entry of a directory listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,4 +89,8 @@ pub(crate) trait Storage: Send + Sync + Debug {
 
     /// Writes a small file durably: a temporary file, fsync, rename, fsync of the directory.
     fn write_small_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
+
+    /// Takes the single-writer lock of the store in `dir`, held until the returned value is
+    /// dropped. `None` where no other process can reach the files (a simulated disk).
+    fn lock_dir(&self, dir: &Path) -> crate::Result<Option<DirLock>>;
 }

@@ -338,6 +338,23 @@ fn verify_reports_a_flipped_byte_and_reading_commands_change_nothing() {
 }
 
 #[test]
+fn verify_refuses_a_foreign_segment_file_with_exit_1() {
+    let (_temp, dir) = store_dir();
+    put(&dir, "job", "p", &json!(1));
+    let foreign = dir.join(format!("{:020}.seg", 7));
+    std::fs::write(&foreign, vec![b'z'; 4096]).expect("write foreign file");
+    let before = snapshot(&dir);
+    let refused = run(cairn(&dir).arg("verify")).expect(1);
+    assert!(
+        refused.stderr.contains("not a cairn segment"),
+        "{refused:?}"
+    );
+    assert!(refused.stdout.is_empty(), "{refused:?}");
+    run(cairn(&dir).args(["get", "job"])).expect(1);
+    assert!(snapshot(&dir) == before);
+}
+
+#[test]
 fn get_of_a_job_without_checkpoint_exits_1() {
     let (_temp, dir) = store_dir();
     put(&dir, "present", "p", &json!(1));

@@ -30,7 +30,8 @@ const DEFAULT_MAX_PAYLOAD_BYTES: u64 = 1024 * 1024;
     cache: it survives the process being killed, not a machine crash (a single `put JOB` still \
     syncs before it exits).\n\n\
     With --stdin, each line is {\"job\":\"…\",\"phase\":\"…\",\"data\":<any JSON>}; empty lines \
-    are skipped. A bad line stops the run with exit status 2, naming the line; every line \
+    are skipped; unknown fields and lines over 16 MiB (or twice --max-payload, when that is \
+    more) are refused. A bad line stops the run with exit status 2, naming the line; every line \
     acknowledged before it stays saved."
 )]
 pub struct PutArgs {

@@ -43,7 +43,8 @@ pub fn get(
         if global.json {
             return write_json_line(out, &checkpoint);
         }
-        let data = serde_json::to_string_pretty(&checkpoint.data)?;
+        // Continuation lines of the data line up under its first line.
+        let data = serde_json::to_string_pretty(&checkpoint.data)?.replace('\n', "\n         ");
         let fields = [
             ("job", checkpoint.job.clone()),
             ("seq", checkpoint.seq.to_string()),

@@ -18,3 +18,25 @@ pub use options::{
     MIN_SEGMENT_SIZE_BYTES, Options, RecoveryMode,
 };
 pub use store::{JobSummary, Store};
+
+/// Test support: a simulated disk with crash states and fault injection, and a way to open a
+/// store on it. Enabled by the `testing` feature, which cairn's own tests and fuzz targets
+/// turn on; not part of the stable API.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    pub use crate::storage::sim::{CrashMode, Fault, SimDisk, Step};
+
+    /// Opens a store on a simulated disk.
+    pub fn open(
+        disk: &SimDisk,
+        dir: &Path,
+        options: crate::Options,
+        read_only: bool,
+    ) -> crate::Result<crate::Store> {
+        crate::Store::open_on(Arc::new(disk.clone()), dir, options, read_only)
+    }
+}

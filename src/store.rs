@@ -111,7 +111,7 @@ impl Store {
 
     /// Opens a store on any [`Storage`]: the real file system, or a faulty or simulated one
     /// in tests.
-    fn open_on(
+    pub(crate) fn open_on(
         storage: Arc<dyn Storage>,
         dir: &Path,
         options: Options,

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 pub(crate) mod faulty;
 mod fs;
 mod lock;
+#[cfg(feature = "testing")]
+pub mod sim;
 
 pub(crate) use fs::FsStorage;
 pub(crate) use lock::{DirLock, LOCK_FILE};

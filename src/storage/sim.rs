@@ -1,0 +1,637 @@
+//! A simulated disk for crash and fault tests (feature `testing`).
+//!
+//! Every file has a *live* image (what the running program sees: the page cache) and a
+//! *durable* image (what survives a power loss). A write changes the live image; a sync copies
+//! the synced pages from live to durable. Directory operations change the live namespace at
+//! once and the durable namespace only at a directory sync.
+//!
+//! [`SimDisk::crash`] builds the disk as it could be found after a power loss at this moment:
+//! every synced byte is kept; every unsynced sector is lost, kept, or (torn) some of each, in
+//! any order; directory operations since the last directory sync survive as a prefix. Faults
+//! fail the n-th write, sync or file creation, or make a write short.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{DirEntry, DirLock, SegmentFile, Storage};
+
+/// Granularity of torn writes.
+const SECTOR_BYTES: usize = 512;
+/// Granularity of syncs (msync works on whole pages).
+const PAGE_BYTES: u64 = 4096;
+
+/// What a crash keeps of the writes that were not synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Nothing unsynced survives.
+    LoseUnsynced,
+    /// Everything written survives (a crash of the process, not the machine).
+    KeepUnsynced,
+    /// Each unsynced 512-byte sector independently survives or not.
+    TornSectors,
+    /// Each unsynced 4 KiB page independently survives or not.
+    TornPages,
+}
+
+/// An operation of the simulated disk, as reported to the step hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Bytes were written to a file.
+    Write,
+    /// A file range was synced.
+    Sync,
+    /// A file was created.
+    Create,
+    /// A file was renamed.
+    Rename,
+    /// A file was removed.
+    Remove,
+    /// A directory was synced.
+    SyncDir,
+}
+
+/// A fault to inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The n-th write (counting from 1, from now) fails with EIO, changing nothing.
+    FailWrite(u64),
+    /// The n-th write writes only its first half, then fails with EIO.
+    ShortWrite(u64),
+    /// The n-th sync fails with EIO; the pages it should have synced stay unsynced.
+    FailSync(u64),
+    /// The n-th file creation or extension fails with ENOSPC.
+    NoSpace(u64),
+}
+
+/// A file's live bytes at a stable address, so reads can hand out slices like a mapping.
+struct LiveBuf {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: writes happen only under the disk's state lock, and readers only read ranges that
+// no one writes concurrently (the `SegmentFile` contract), exactly as with a real mapping.
+unsafe impl Sync for LiveBuf {}
+// SAFETY: the buffer is plain owned memory.
+unsafe impl Send for LiveBuf {}
+
+impl LiveBuf {
+    fn new(bytes: Vec<u8>) -> Arc<LiveBuf> {
+        let len = bytes.len();
+        let ptr = Box::into_raw(bytes.into_boxed_slice()).cast::<u8>();
+        Arc::new(LiveBuf { ptr, len })
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn slice(&self, offset: usize, len: usize) -> &[u8] {
+        assert!(offset + len <= self.len, "read outside the simulated file");
+        // SAFETY: in bounds (asserted); see the `Sync` impl for aliasing.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(offset), len) }
+    }
+
+    /// Copies `data` in. Callers hold the state lock.
+    fn write(&self, offset: usize, data: &[u8]) {
+        assert!(offset + data.len() <= self.len, "write outside the simulated file");
+        // SAFETY: in bounds (asserted); writers are serialized by the state lock and no reader
+        // looks at a range being written.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(offset), data.len()) }
+    }
+
+    fn to_vec(&self) -> Vec<u8> {
+        self.slice(0, self.len).to_vec()
+    }
+}
+
+impl Drop for LiveBuf {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` and `len` came from `Box::into_raw` of a boxed slice of this length.
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.ptr, self.len)) });
+    }
+}
+
+struct SimFile {
+    live: Arc<LiveBuf>,
+    durable: Vec<u8>,
+}
+
+enum DirOp {
+    Create(PathBuf, u64),
+    Rename(PathBuf, PathBuf),
+    Remove(PathBuf),
+}
+
+#[derive(Default)]
+struct DiskState {
+    files: BTreeMap<u64, SimFile>,
+    live_names: BTreeMap<PathBuf, u64>,
+    durable_names: BTreeMap<PathBuf, u64>,
+    pending_dir_ops: Vec<DirOp>,
+    dirs: Vec<PathBuf>,
+    next_id: u64,
+    faults: Vec<Fault>,
+    writes: u64,
+    syncs: u64,
+    creates: u64,
+    steps: u64,
+}
+
+type Hook = Box<dyn FnMut(&SimDisk, Step) + Send>;
+
+struct DiskInner {
+    state: Mutex<DiskState>,
+    hook: Mutex<Option<Hook>>,
+}
+
+/// A simulated disk. Cloning gives another handle to the same disk.
+#[derive(Clone)]
+pub struct SimDisk {
+    inner: Arc<DiskInner>,
+}
+
+impl std::fmt::Debug for SimDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimDisk")
+            .field("steps", &self.steps())
+            .finish()
+    }
+}
+
+impl Default for SimDisk {
+    fn default() -> Self {
+        SimDisk::new()
+    }
+}
+
+fn eio() -> io::Error {
+    io::Error::from_raw_os_error(libc::EIO)
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} not found on the simulated disk", path.display()),
+    )
+}
+
+/// Takes the fault due at this count, if any.
+fn take_fault(faults: &mut Vec<Fault>, matches: impl Fn(&Fault) -> bool) -> Option<Fault> {
+    let index = faults.iter().position(matches)?;
+    Some(faults.remove(index))
+}
+
+impl SimDisk {
+    /// An empty disk.
+    pub fn new() -> SimDisk {
+        SimDisk {
+            inner: Arc::new(DiskInner {
+                state: Mutex::new(DiskState::default()),
+                hook: Mutex::new(None),
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, DiskState> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Calls `hook` after every operation, with the disk and what the operation was. The hook
+    /// may call [`SimDisk::crash`]; it must not operate on this disk's files.
+    pub fn set_hook(&self, hook: impl FnMut(&SimDisk, Step) + Send + 'static) {
+        *self
+            .inner
+            .hook
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::new(hook));
+    }
+
+    /// Removes the hook.
+    pub fn clear_hook(&self) {
+        *self
+            .inner
+            .hook
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
+    /// Operations performed so far.
+    pub fn steps(&self) -> u64 {
+        self.state().steps
+    }
+
+    /// Arms a fault. Counts start at the next operation of the fault's kind.
+    pub fn inject(&self, fault: Fault) {
+        let mut state = self.state();
+        let fault = match fault {
+            Fault::FailWrite(n) => Fault::FailWrite(state.writes + n),
+            Fault::ShortWrite(n) => Fault::ShortWrite(state.writes + n),
+            Fault::FailSync(n) => Fault::FailSync(state.syncs + n),
+            Fault::NoSpace(n) => Fault::NoSpace(state.creates + n),
+        };
+        state.faults.push(fault);
+    }
+
+    /// Disarms every fault.
+    pub fn clear_faults(&self) {
+        self.state().faults.clear();
+    }
+
+    fn after(&self, step: Step) {
+        self.state().steps += 1;
+        let hook = self
+            .inner
+            .hook
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(mut hook) = hook {
+            hook(self, step);
+            let mut slot = self
+                .inner
+                .hook
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if slot.is_none() {
+                *slot = Some(hook);
+            }
+        }
+    }
+
+    /// The disk as a power loss now could leave it. `seed` drives the random choices.
+    pub fn crash(&self, mode: CrashMode, seed: u64) -> SimDisk {
+        let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut coin = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng & 1 == 1
+        };
+        let state = self.state();
+        let mut names = state.durable_names.clone();
+        let survivors = if state.pending_dir_ops.is_empty() {
+            0
+        } else {
+            // An ordered journal: some prefix of the directory operations survives.
+            (0..=state.pending_dir_ops.len()).filter(|_| coin()).count()
+        };
+        for op in state.pending_dir_ops.iter().take(survivors) {
+            apply_dir_op(&mut names, op);
+        }
+        let mut crashed = DiskState {
+            dirs: state.dirs.clone(),
+            next_id: state.next_id,
+            ..DiskState::default()
+        };
+        for (path, id) in &names {
+            let Some(file) = state.files.get(id) else {
+                continue;
+            };
+            let bytes = crash_image(file, mode, &mut coin);
+            crashed.files.insert(
+                *id,
+                SimFile {
+                    live: LiveBuf::new(bytes.clone()),
+                    durable: bytes,
+                },
+            );
+            crashed.live_names.insert(path.clone(), *id);
+        }
+        crashed.durable_names = crashed.live_names.clone();
+        SimDisk {
+            inner: Arc::new(DiskInner {
+                state: Mutex::new(crashed),
+                hook: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The live bytes of a file, for tests that damage or inspect files.
+    pub fn read_file(&self, path: &Path) -> Option<Vec<u8>> {
+        let state = self.state();
+        let id = state.live_names.get(path)?;
+        Some(state.files.get(id)?.live.to_vec())
+    }
+
+    /// Replaces a file's bytes, live and durable (a test damaging the disk).
+    pub fn overwrite_file(&self, path: &Path, bytes: Vec<u8>) {
+        let mut state = self.state();
+        let id = state.next_id;
+        state.next_id += 1;
+        state.files.insert(
+            id,
+            SimFile {
+                live: LiveBuf::new(bytes.clone()),
+                durable: bytes,
+            },
+        );
+        state.live_names.insert(path.to_path_buf(), id);
+        state.durable_names.insert(path.to_path_buf(), id);
+    }
+
+    /// Names of the files in the live namespace.
+    pub fn file_names(&self) -> Vec<PathBuf> {
+        self.state().live_names.keys().cloned().collect()
+    }
+}
+
+fn apply_dir_op(names: &mut BTreeMap<PathBuf, u64>, op: &DirOp) {
+    match op {
+        DirOp::Create(path, id) => {
+            names.insert(path.clone(), *id);
+        }
+        DirOp::Rename(from, to) => {
+            if let Some(id) = names.remove(from) {
+                names.insert(to.clone(), id);
+            }
+        }
+        DirOp::Remove(path) => {
+            names.remove(path);
+        }
+    }
+}
+
+/// The durable image with some of the unsynced sectors or pages applied.
+fn crash_image(file: &SimFile, mode: CrashMode, coin: &mut impl FnMut() -> bool) -> Vec<u8> {
+    let live = file.live.slice(0, file.live.len());
+    let mut image = file.durable.clone();
+    let unit = match mode {
+        CrashMode::LoseUnsynced => return image,
+        CrashMode::KeepUnsynced => return live.to_vec(),
+        CrashMode::TornSectors => SECTOR_BYTES,
+        CrashMode::TornPages => PAGE_BYTES as usize,
+    };
+    for (start, chunk) in live.chunks(unit).enumerate().map(|(i, c)| (i * unit, c)) {
+        let end = start + chunk.len();
+        if image[start..end] != *chunk && coin() {
+            image[start..end].copy_from_slice(chunk);
+        }
+    }
+    image
+}
+
+/// A file of the simulated disk, as the log sees it.
+struct SimSegment {
+    disk: SimDisk,
+    id: u64,
+    live: Arc<LiveBuf>,
+}
+
+impl std::fmt::Debug for SimSegment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimSegment").field("id", &self.id).finish()
+    }
+}
+
+impl SimSegment {
+    fn check(&self, offset: u64, len: u64) -> io::Result<(usize, usize)> {
+        let end = offset.checked_add(len).filter(|&end| end <= self.len());
+        match end {
+            Some(_) => Ok((offset as usize, len as usize)),
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "range outside the simulated file",
+            )),
+        }
+    }
+}
+
+impl SegmentFile for SimSegment {
+    fn len(&self) -> u64 {
+        self.live.len() as u64
+    }
+
+    fn read(&self, offset: u64, len: usize) -> io::Result<&[u8]> {
+        let (offset, len) = self.check(offset, len as u64)?;
+        Ok(self.live.slice(offset, len))
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let (start, len) = self.check(offset, data.len() as u64)?;
+        {
+            let mut state = self.disk.state();
+            state.writes += 1;
+            let count = state.writes;
+            let fault = take_fault(
+                &mut state.faults,
+                |f| matches!(f, Fault::FailWrite(n) | Fault::ShortWrite(n) if *n == count),
+            );
+            match fault {
+                Some(Fault::FailWrite(_)) => return Err(eio()),
+                Some(Fault::ShortWrite(_)) => {
+                    let half = len / 2;
+                    self.live.write(start, &data[..half]);
+                    drop(state);
+                    self.disk.after(Step::Write);
+                    return Err(eio());
+                }
+                _ => self.live.write(start, data),
+            }
+        }
+        self.disk.after(Step::Write);
+        Ok(())
+    }
+
+    fn sync(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.check(offset, len)?;
+        {
+            let mut state = self.disk.state();
+            state.syncs += 1;
+            let count = state.syncs;
+            if take_fault(
+                &mut state.faults,
+                |f| matches!(f, Fault::FailSync(n) if *n == count),
+            )
+            .is_some()
+            {
+                return Err(eio());
+            }
+            let start = (offset / PAGE_BYTES * PAGE_BYTES) as usize;
+            let end = (offset + len).next_multiple_of(PAGE_BYTES).min(self.len()) as usize;
+            let live = self.live.slice(start, end - start).to_vec();
+            if let Some(file) = state.files.get_mut(&self.id) {
+                file.durable[start..end].copy_from_slice(&live);
+            }
+        }
+        self.disk.after(Step::Sync);
+        Ok(())
+    }
+
+    fn zero_to_end(&self, from: u64) -> io::Result<()> {
+        if from >= self.len() {
+            return Ok(());
+        }
+        let zeros = vec![0u8; (self.len() - from) as usize];
+        self.write(from, &zeros)?;
+        self.sync(from, self.len() - from)
+    }
+}
+
+impl Storage for SimDisk {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.state();
+        if !state.dirs.iter().any(|d| d == dir) {
+            state.dirs.push(dir.to_path_buf());
+        }
+        Ok(())
+    }
+
+    fn read_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
+        let state = self.state();
+        if !state.dirs.iter().any(|d| d == dir) {
+            return Err(not_found(dir));
+        }
+        Ok(state
+            .live_names
+            .keys()
+            .filter(|path| path.parent() == Some(dir))
+            .map(|path| DirEntry {
+                name: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                path: path.clone(),
+                is_file: true,
+            })
+            .collect())
+    }
+
+    fn create_segment(&self, path: &Path, len: u64) -> io::Result<Box<dyn SegmentFile>> {
+        let live = {
+            let mut state = self.state();
+            state.creates += 1;
+            let count = state.creates;
+            if take_fault(
+                &mut state.faults,
+                |f| matches!(f, Fault::NoSpace(n) if *n == count),
+            )
+            .is_some()
+            {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            if state.live_names.contains_key(path) {
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
+            }
+            let id = state.next_id;
+            state.next_id += 1;
+            let live = LiveBuf::new(vec![0; len as usize]);
+            state.files.insert(
+                id,
+                SimFile {
+                    live: live.clone(),
+                    durable: vec![0; len as usize],
+                },
+            );
+            state.live_names.insert(path.to_path_buf(), id);
+            state
+                .pending_dir_ops
+                .push(DirOp::Create(path.to_path_buf(), id));
+            (id, live)
+        };
+        self.after(Step::Create);
+        Ok(Box::new(SimSegment {
+            disk: self.clone(),
+            id: live.0,
+            live: live.1,
+        }))
+    }
+
+    fn open_segment(&self, path: &Path, _writable: bool) -> io::Result<Box<dyn SegmentFile>> {
+        let state = self.state();
+        let id = *state.live_names.get(path).ok_or_else(|| not_found(path))?;
+        let live = state
+            .files
+            .get(&id)
+            .ok_or_else(|| not_found(path))?
+            .live
+            .clone();
+        Ok(Box::new(SimSegment {
+            disk: self.clone(),
+            id,
+            live,
+        }))
+    }
+
+    fn extend_file(&self, path: &Path, len: u64) -> io::Result<()> {
+        let mut state = self.state();
+        state.creates += 1;
+        let count = state.creates;
+        if take_fault(
+            &mut state.faults,
+            |f| matches!(f, Fault::NoSpace(n) if *n == count),
+        )
+        .is_some()
+        {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        let id = *state.live_names.get(path).ok_or_else(|| not_found(path))?;
+        let file = state.files.get_mut(&id).ok_or_else(|| not_found(path))?;
+        let mut bytes = file.live.to_vec();
+        bytes.resize(len as usize, 0);
+        file.durable.resize(len as usize, 0);
+        file.live = LiveBuf::new(bytes);
+        Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        {
+            let mut state = self.state();
+            let id = state
+                .live_names
+                .remove(from)
+                .ok_or_else(|| not_found(from))?;
+            state.live_names.insert(to.to_path_buf(), id);
+            state
+                .pending_dir_ops
+                .push(DirOp::Rename(from.to_path_buf(), to.to_path_buf()));
+        }
+        self.after(Step::Rename);
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        {
+            let mut state = self.state();
+            state
+                .live_names
+                .remove(path)
+                .ok_or_else(|| not_found(path))?;
+            state
+                .pending_dir_ops
+                .push(DirOp::Remove(path.to_path_buf()));
+        }
+        self.after(Step::Remove);
+        Ok(())
+    }
+
+    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+        {
+            let mut state = self.state();
+            state.durable_names = state.live_names.clone();
+            state.pending_dir_ops.clear();
+        }
+        self.after(Step::SyncDir);
+        Ok(())
+    }
+
+    fn read_small_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.read_file(path))
+    }
+
+    fn write_small_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        // Written durably in one step, as the real implementation does with a temporary
+        // file, fsync, rename and a directory sync.
+        self.overwrite_file(path, bytes.to_vec());
+        Ok(())
+    }
+
+    fn lock_dir(&self, _dir: &Path) -> crate::Result<Option<DirLock>> {
+        Ok(None)
+    }
+}

@@ -5,6 +5,9 @@
 //!   figure divided by the 1-thread one is what group commit buys.
 //! - `save_unsynced`: the same save with `Durability::Buffered` and `Durability::OsOnly`, one
 //!   thread, to show what the sync costs.
+//! - `baseline/msync_append`: no cairn at all: append the same number of bytes as one save to a
+//!   preallocated, memory-mapped file and `msync` them, as a durable save does. It shows what
+//!   the disk alone costs in the same run, which matters on a noisy machine.
 //! - `open`: `Store::open` (writer: recovery scan, tail sync, lock) and `Store::open_read_only`
 //!   of a store holding 100,000 checkpoints of 1,000 jobs, page cache warm.
 //!
@@ -21,6 +24,7 @@ use std::time::{Duration, Instant};
 use cairn::{Durability, Options, Store};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde::Serialize;
+use std::os::fd::AsRawFd;
 
 /// A typical ETL checkpoint: a cursor, counters and a little context.
 #[derive(Serialize)]
@@ -131,6 +135,45 @@ fn bench_save_unsynced(c: &mut Criterion) {
     group.finish();
 }
 
+/// Bytes one bench save occupies in a segment: 32-byte record header, 4-byte envelope length,
+/// the envelope of `job`/`extract` and the payload, padded to 8.
+const RECORD_BYTES_APPROX: usize = 280;
+const BASELINE_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+fn bench_baseline(c: &mut Criterion) {
+    let mut group = c.benchmark_group("baseline");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .throughput(Throughput::Elements(1));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dir.path().join("baseline"))
+        .expect("create baseline file");
+    // SAFETY: plain system call on an open descriptor.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, BASELINE_FILE_BYTES as i64) };
+    assert_eq!(rc, 0, "posix_fallocate");
+    // SAFETY: the file is private to this benchmark and not truncated while mapped.
+    let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("map baseline file");
+    let record = [0x5au8; RECORD_BYTES_APPROX];
+    let mut offset = 0usize;
+    group.bench_function("msync_append", |b| {
+        b.iter(|| {
+            if offset + RECORD_BYTES_APPROX > map.len() {
+                offset = 0;
+            }
+            map[offset..offset + RECORD_BYTES_APPROX].copy_from_slice(&record);
+            map.flush_range(offset, RECORD_BYTES_APPROX).expect("msync");
+            offset += RECORD_BYTES_APPROX;
+        })
+    });
+    group.finish();
+}
+
 /// Fills a store with `RECORDS_FOR_OPEN` checkpoints spread over `JOBS_FOR_OPEN` jobs.
 fn fill_store_for_open(dir: &Path) {
     let store = open_store(dir, Durability::OsOnly);
@@ -186,6 +229,7 @@ fn check_payload_size(_: &mut Criterion) {
 criterion_group!(
     benches,
     check_payload_size,
+    bench_baseline,
     bench_save_sync,
     bench_save_unsynced,
     bench_open

@@ -140,6 +140,26 @@ impl Options {
         self.recovery
     }
 
+    /// The segment size for new segments, in bytes.
+    pub fn segment_size_bytes(&self) -> u64 {
+        self.segment_size_bytes
+    }
+
+    /// The largest checkpoint data accepted, in bytes of JSON.
+    pub fn max_payload_bytes(&self) -> u64 {
+        self.max_payload_bytes
+    }
+
+    /// The longest job name accepted, in bytes.
+    pub fn max_job_name_bytes(&self) -> usize {
+        self.max_job_name_bytes
+    }
+
+    /// The longest phase accepted, in bytes.
+    pub fn max_phase_bytes(&self) -> usize {
+        self.max_phase_bytes
+    }
+
     /// Checks the options against each other and the hard limits.
     pub(crate) fn validate(&self) -> Result<()> {
         if !(MIN_SEGMENT_SIZE_BYTES..=MAX_SEGMENT_SIZE_BYTES).contains(&self.segment_size_bytes) {

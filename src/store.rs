@@ -268,12 +268,15 @@ impl Store {
         let mut out = Vec::new();
         let log = &self.inner.log;
         log.for_each_record(&mut |segment_id, offset, header, body| {
-            if header.kind == RecordKind::Checkpoint {
-                let checkpoint = to_checkpoint(header, body)
-                    .map_err(|reason| log.corrupt(segment_id, offset, reason))?;
-                if checkpoint.job == job {
-                    out.push(checkpoint);
-                }
+            if header.kind != RecordKind::Checkpoint {
+                return Ok(());
+            }
+            let corrupt = |reason| log.corrupt(segment_id, offset, reason);
+            let body = decode_checkpoint_body(body)
+                .map_err(|e| corrupt(format!("record {}: {e}", header.seq)))?;
+            // Only this job's records are parsed further.
+            if body.job == job {
+                out.push(checkpoint_from(header, body).map_err(corrupt)?);
             }
             Ok(())
         })?;
@@ -387,8 +390,13 @@ fn index_record(
 
 /// Decodes a checked checkpoint record; an error says what was malformed.
 fn to_checkpoint(header: &RecordHeader, body: &[u8]) -> Result<Checkpoint, String> {
+    let body = decode_checkpoint_body(body).map_err(|e| format!("record {}: {e}", header.seq))?;
+    checkpoint_from(header, body)
+}
+
+/// Builds a checkpoint from a decoded record body; an error says what was malformed.
+fn checkpoint_from(header: &RecordHeader, body: CheckpointBody) -> Result<Checkpoint, String> {
     let seq = header.seq;
-    let body = decode_checkpoint_body(body).map_err(|e| format!("record {seq}: {e}"))?;
     let data = serde_json::from_slice(&body.data_json)
         .map_err(|e| format!("record {seq}: checkpoint data is not JSON: {e}"))?;
     let at = DateTime::from_timestamp_micros(body.at_micros)

@@ -32,6 +32,8 @@ use writer::Writer;
 
 /// The file that marks a directory as a cairn store: `cairn store\nformat_version 1\n`.
 pub(crate) const MARKER_FILE: &str = "CAIRN";
+/// The temporary name the marker is written under before it is renamed into place.
+pub(crate) const MARKER_TMP_FILE: &str = "CAIRN.tmp";
 const MARKER_PREFIX: &str = "cairn store\nformat_version ";
 
 /// Called with a record's segment id, offset, header and body.
@@ -91,18 +93,20 @@ impl Log {
             Err(e) => return Err(Error::io("list store directory", dir, e)),
         };
         let marker = dir.join(MARKER_FILE);
+        // A marker's temporary file alone is a store whose creation was interrupted.
+        let empty = entries.iter().all(|entry| entry.name == MARKER_TMP_FILE);
         match storage
             .read_small_file(&marker)
             .map_err(|e| Error::io("read marker file", &marker, e))?
         {
             Some(bytes) => check_marker(&marker, &bytes),
-            None if entries.is_empty() && writable => storage
+            None if empty && writable => storage
                 .write_small_file(
                     &marker,
                     format!("{MARKER_PREFIX}{FORMAT_VERSION}\n").as_bytes(),
                 )
                 .map_err(|e| Error::io("write marker file", &marker, e)),
-            None if entries.is_empty() => Err(not_a_store("the directory is empty")),
+            None if empty => Err(not_a_store("the directory is empty")),
             None => Err(not_a_store(
                 "the directory is not empty and has no CAIRN marker file; refusing to touch it",
             )),

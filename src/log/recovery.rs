@@ -16,7 +16,11 @@ use super::scan::{ScanOutcome, ScanRules, Visit, scan_segment};
 use super::segment::{CREATING_SUFFIX, DISCARDED_SUFFIX, Segment, parse_segment_file_name};
 
 /// Files of a store directory that are not segments but belong there.
-const KNOWN_FILES: [&str; 3] = [crate::storage::LOCK_FILE, super::MARKER_FILE, "CAIRN.tmp"];
+const KNOWN_FILES: [&str; 3] = [
+    crate::storage::LOCK_FILE,
+    super::MARKER_FILE,
+    super::MARKER_TMP_FILE,
+];
 
 /// Where the writer continues after recovery.
 #[derive(Debug)]

@@ -95,9 +95,11 @@ pub(crate) fn scan_segment(
             Step::Bad(reason) => reason,
         };
         let resync = find_next_valid(segment, pos + RECORD_ALIGN as u64, expected, usable);
+        // Skipping ends the damage at the next valid record; stopping discards everything up
+        // to the last byte written.
         let damage_end = match resync {
-            Some((offset, _)) => offset,
-            None => last_nonzero_end(segment, pos, usable),
+            Some((offset, _)) if rules.skip => offset,
+            _ => last_nonzero_end(segment, pos, usable),
         };
         let kind = match resync {
             Some((_, next)) if next.durable_seq >= expected => FindingKind::DurableRecordsLost,
@@ -229,8 +231,8 @@ fn last_nonzero_end(segment: &Segment, from: u64, usable: u64) -> u64 {
             let len = (end - pos).min(CHUNK);
             match segment.file.read(pos, len as usize) {
                 Ok(bytes) => {
-                    if let Some(i) = bytes.iter().rposition(|&b| b != 0) {
-                        last = pos + i as u64 + 1;
+                    if let Some(end) = nonzero_end(bytes) {
+                        last = pos + end as u64;
                     }
                 }
                 Err(_) => return end,
@@ -239,4 +241,36 @@ fn last_nonzero_end(segment: &Segment, from: u64, usable: u64) -> u64 {
         }
     }
     last
+}
+
+/// One past the last non-zero byte of `bytes`, comparing eight bytes at a time.
+fn nonzero_end(bytes: &[u8]) -> Option<usize> {
+    let words = bytes.chunks_exact(8);
+    let tail = words.remainder();
+    if let Some(i) = tail.iter().rposition(|&b| b != 0) {
+        return Some(bytes.len() - tail.len() + i + 1);
+    }
+    let word_count = bytes.len() / 8;
+    let last_word = words.rev().position(|w| w != [0u8; 8])?;
+    let start = (word_count - 1 - last_word) * 8;
+    let word = bytes.get(start..start + 8)?;
+    word.iter().rposition(|&b| b != 0).map(|i| start + i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nonzero_end;
+
+    #[test]
+    fn nonzero_end_finds_the_last_non_zero_byte() {
+        assert_eq!(nonzero_end(&[]), None);
+        assert_eq!(nonzero_end(&[0; 37]), None);
+        for len in 1..40 {
+            for at in 0..len {
+                let mut bytes = vec![0u8; len];
+                bytes[at] = 1;
+                assert_eq!(nonzero_end(&bytes), Some(at + 1), "len {len} at {at}");
+            }
+        }
+    }
 }

@@ -58,7 +58,9 @@ impl Segment {
     }
 
     /// Creates segment `id` in `dir` durably: written under a temporary name, synced, renamed,
-    /// and the directory synced, so a crash leaves either no segment or a complete one.
+    /// and the directory synced, so a crash leaves either no segment or a complete one. On
+    /// failure nothing is left behind (best effort) and the log is unchanged: no record was
+    /// written to the new file, so the caller may simply try again later.
     pub fn create(
         storage: &dyn Storage,
         dir: &Path,
@@ -76,32 +78,51 @@ impl Segment {
             created_at_micros: chrono::Utc::now().timestamp_micros(),
             salt,
         };
-        let file = storage.create_segment(&tmp, len).map_err(|source| {
-            if is_disk_full(&source) {
-                Error::DiskFull {
-                    path: path.clone(),
-                    needed_bytes: len,
-                    source,
-                }
-            } else {
-                Error::io("create segment", &tmp, source)
-            }
-        })?;
-        let bytes = encode_segment_header(&header);
-        file.write(0, &bytes)
-            .and_then(|()| file.sync(0, bytes.len() as u64))
-            .map_err(|e| Error::io("write segment header", &tmp, e))?;
-        storage
-            .rename(&tmp, &path)
-            .map_err(|e| Error::io("rename new segment", &path, e))?;
-        storage
-            .sync_dir(dir)
-            .map_err(|e| Error::io("sync directory", dir, e))?;
+        // A leftover of an earlier failed attempt by this writer (it holds the lock).
+        let _ = storage.remove_file(&tmp);
+        let created = Segment::create_file(storage, dir, &tmp, &path, &header);
+        if created.is_err() {
+            let _ = storage.remove_file(&tmp);
+            let _ = storage.remove_file(&path);
+        }
+        let file = created?;
         let segment = Segment::new(path, header, file);
         segment
             .synced_end
             .store(SEGMENT_HEADER_LEN as u64, Ordering::Release);
         Ok(segment)
+    }
+
+    fn create_file(
+        storage: &dyn Storage,
+        dir: &Path,
+        tmp: &Path,
+        path: &Path,
+        header: &SegmentHeader,
+    ) -> Result<Box<dyn SegmentFile>> {
+        let len = header.segment_len;
+        let file = storage.create_segment(tmp, len).map_err(|source| {
+            if is_disk_full(&source) {
+                Error::DiskFull {
+                    path: path.to_path_buf(),
+                    needed_bytes: len,
+                    source,
+                }
+            } else {
+                Error::io("create segment", tmp, source)
+            }
+        })?;
+        let bytes = encode_segment_header(header);
+        file.write(0, &bytes)
+            .and_then(|()| file.sync(0, bytes.len() as u64))
+            .map_err(|e| Error::io("write segment header", tmp, e))?;
+        storage
+            .rename(tmp, path)
+            .map_err(|e| Error::io("rename new segment", path, e))?;
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
+        Ok(file)
     }
 
     /// The length records may use: the mapping, but never past what the header declares.

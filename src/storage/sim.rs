@@ -96,7 +96,10 @@ impl LiveBuf {
 
     /// Copies `data` in. Callers hold the state lock.
     fn write(&self, offset: usize, data: &[u8]) {
-        assert!(offset + data.len() <= self.len, "write outside the simulated file");
+        assert!(
+            offset + data.len() <= self.len,
+            "write outside the simulated file"
+        );
         // SAFETY: in bounds (asserted); writers are serialized by the state lock and no reader
         // looks at a range being written.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(offset), data.len()) }

@@ -18,8 +18,6 @@ use crate::{BadInput, GlobalArgs};
 const MIN_LINE_LIMIT_BYTES: u64 = 16 * 1024 * 1024;
 /// Room on a line for the job, the phase and the JSON around the data.
 const LINE_OVERHEAD_BYTES: u64 = 64 * 1024;
-/// The payload limit of `cairn::Options` when `--max-payload` is not given.
-const DEFAULT_MAX_PAYLOAD_BYTES: u64 = 1024 * 1024;
 
 /// Arguments of `cairn put`.
 #[derive(Debug, Args)]
@@ -105,7 +103,7 @@ fn put_one(
 
 /// Saves one checkpoint per line of stdin, acknowledging each once `save` has returned.
 fn put_lines(global: &GlobalArgs, options: cairn::Options) -> anyhow::Result<ExitCode> {
-    let line_limit = line_limit_bytes(global.max_payload.unwrap_or(DEFAULT_MAX_PAYLOAD_BYTES));
+    let line_limit = line_limit_bytes(options.max_payload_bytes());
     let store = cairn::Store::open_with(&global.dir, options)?;
     let mut input = io::stdin().lock();
     let mut out = io::stdout().lock();

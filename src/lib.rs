@@ -39,4 +39,52 @@ pub mod testing {
     ) -> crate::Result<crate::Store> {
         crate::Store::open_on(Arc::new(disk.clone()), dir, options, read_only)
     }
+
+    /// Decodes `bytes` as one record of a segment whose salt is `salt`, the way recovery does:
+    /// header, checksum, then (for a checkpoint) the body. Returns the sequence number and, for
+    /// a checkpoint, the job name and JSON data; `None` when anything does not check out. For
+    /// fuzzing: it must never panic, whatever the bytes.
+    pub fn decode_record(salt: u32, bytes: &[u8]) -> Option<(u64, Option<(String, Vec<u8>)>)> {
+        use crate::format::{
+            RECORD_HEADER_LEN, RecordKind, check_record, decode_checkpoint_body,
+            decode_record_header,
+        };
+        let header = decode_record_header(salt, bytes).ok()?;
+        if !check_record(salt, bytes) {
+            return None;
+        }
+        let body = bytes.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + header.body_len as usize)?;
+        match header.kind {
+            RecordKind::Checkpoint => {
+                let body = decode_checkpoint_body(body).ok()?;
+                Some((header.seq, Some((body.job, body.data_json))))
+            }
+            RecordKind::Seal => Some((header.seq, None)),
+        }
+    }
+
+    /// Encodes one checkpoint record as cairn writes it, for seeding fuzz corpora.
+    pub fn encode_checkpoint_record(salt: u32, seq: u64, job: &str, data_json: &[u8]) -> Vec<u8> {
+        use crate::format::{
+            CheckpointBody, RecordHeader, RecordKind, encode_checkpoint_body, encode_record,
+        };
+        let body = CheckpointBody {
+            job: job.into(),
+            phase: "fuzz".into(),
+            at_micros: 0,
+            data_version: 1,
+            data_json: data_json.to_vec(),
+        };
+        let mut encoded = Vec::new();
+        encode_checkpoint_body(&body, &mut encoded).expect("small envelope");
+        let header = RecordHeader {
+            seq,
+            durable_seq: seq - 1,
+            body_len: encoded.len() as u32,
+            kind: RecordKind::Checkpoint,
+        };
+        let mut out = Vec::new();
+        encode_record(salt, &header, &encoded, &mut out);
+        out
+    }
 }

@@ -40,11 +40,20 @@ pub mod testing {
         crate::Store::open_on(Arc::new(disk.clone()), dir, options, read_only)
     }
 
+    /// A record decoded by [`decode_record`].
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct DecodedRecord {
+        /// Its sequence number.
+        pub seq: u64,
+        /// For a checkpoint, its job and JSON data; `None` for a seal.
+        pub checkpoint: Option<(String, Vec<u8>)>,
+    }
+
     /// Decodes `bytes` as one record of a segment whose salt is `salt`, the way recovery does:
     /// header, checksum, then (for a checkpoint) the body. Returns the sequence number and, for
     /// a checkpoint, the job name and JSON data; `None` when anything does not check out. For
     /// fuzzing: it must never panic, whatever the bytes.
-    pub fn decode_record(salt: u32, bytes: &[u8]) -> Option<(u64, Option<(String, Vec<u8>)>)> {
+    pub fn decode_record(salt: u32, bytes: &[u8]) -> Option<DecodedRecord> {
         use crate::format::{
             RECORD_HEADER_LEN, RecordKind, check_record, decode_checkpoint_body,
             decode_record_header,
@@ -57,9 +66,15 @@ pub mod testing {
         match header.kind {
             RecordKind::Checkpoint => {
                 let body = decode_checkpoint_body(body).ok()?;
-                Some((header.seq, Some((body.job, body.data_json))))
+                Some(DecodedRecord {
+                    seq: header.seq,
+                    checkpoint: Some((body.job, body.data_json)),
+                })
             }
-            RecordKind::Seal => Some((header.seq, None)),
+            RecordKind::Seal => Some(DecodedRecord {
+                seq: header.seq,
+                checkpoint: None,
+            }),
         }
     }
 

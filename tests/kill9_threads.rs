@@ -1,0 +1,167 @@
+//! kill -9 of a library-using process with several writer threads: the test binary re-runs
+//! itself as a child whose threads save concurrently (sharing syncs through group commit) and
+//! print an acknowledgement for every save that returned; the parent kills the child with
+//! SIGKILL at a random moment, reopens the store, and checks that every acknowledged save is
+//! there, intact. Rounds accumulate in one store, so each recovery starts from the last one.
+//!
+//! `CAIRN_KILL9_THREADS_ROUNDS` sets the number of rounds (default 30); `CAIRN_KILL9_SEED`
+//! replays a run.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn::{Options, Store};
+use serde_json::json;
+
+const CHILD_DIR_ENV: &str = "CAIRN_KILL9_CHILD_DIR";
+const CHILD_ROUND_ENV: &str = "CAIRN_KILL9_CHILD_ROUND";
+const WRITER_THREADS: u64 = 4;
+
+fn options() -> Options {
+    Options::default().segment_size(64 * 1024)
+}
+
+/// The child: `WRITER_THREADS` threads save until the process is killed. Only runs when the
+/// parent re-executes this binary with `CHILD_DIR_ENV` set; in a normal test run it returns.
+#[test]
+fn child_writers_entry_point() {
+    let Ok(dir) = std::env::var(CHILD_DIR_ENV) else {
+        return;
+    };
+    let round: u64 = std::env::var(CHILD_ROUND_ENV)
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0);
+    let store = Arc::new(Store::open_with(&dir, options()).expect("child opens the store"));
+    let threads: Vec<_> = (0..WRITER_THREADS)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for n in 0u64.. {
+                    let data = json!({"round": round, "thread": t, "n": n, "pad": "k".repeat((n % 50) as usize * 20)});
+                    let seq = store.save(&format!("writer{t}"), "extract", &data).expect("save");
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "ack {round} {t} {n} {seq}").expect("print ack");
+                    out.flush().expect("flush ack");
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("writer thread");
+    }
+}
+
+struct Ack {
+    round: u64,
+    thread: u64,
+    n: u64,
+    seq: u64,
+}
+
+fn parse_ack(line: &str) -> Option<Ack> {
+    let mut parts = line
+        .strip_prefix("ack ")?
+        .split(' ')
+        .map(|p| p.parse::<u64>());
+    let mut next = || parts.next()?.ok();
+    Some(Ack {
+        round: next()?,
+        thread: next()?,
+        n: next()?,
+        seq: next()?,
+    })
+}
+
+/// Runs one child and kills it after `delay`; returns its acknowledgements.
+fn run_child(dir: &Path, round: u64, delay: Duration) -> Vec<Ack> {
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "child_writers_entry_point",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR_ENV, dir)
+        .env(CHILD_ROUND_ENV, round.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("child stdout");
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| parse_ack(&l))
+            .collect::<Vec<_>>()
+    });
+    std::thread::sleep(delay);
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap child");
+    reader.join().expect("reader thread")
+}
+
+#[test]
+fn every_acknowledged_save_of_a_multithreaded_process_survives_sigkill() {
+    let rounds: u64 = std::env::var("CAIRN_KILL9_THREADS_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(30);
+    let seed: u64 = std::env::var("CAIRN_KILL9_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    let mut rng = seed | 1;
+    let dir = tempfile::tempdir().expect("tempdir");
+    Store::open_with(dir.path(), options())
+        .expect("create the store")
+        .close()
+        .expect("close");
+    let mut acked: Vec<Ack> = Vec::new();
+    for round in 0..rounds {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let delay = Duration::from_millis(30 + rng % 120);
+        acked.extend(run_child(dir.path(), round, delay));
+        let context = format!("round {round}, seed {seed} (CAIRN_KILL9_SEED to replay)");
+        let store = Store::open_with(dir.path(), options())
+            .unwrap_or_else(|e| panic!("{context}: reopen: {e}"));
+        let mut by_seq = HashMap::new();
+        for t in 0..WRITER_THREADS {
+            let history = store.history(&format!("writer{t}")).unwrap();
+            assert!(history.windows(2).all(|w| w[0].seq < w[1].seq), "{context}");
+            for checkpoint in history {
+                by_seq.insert(checkpoint.seq, checkpoint.data);
+            }
+        }
+        for ack in &acked {
+            let data = by_seq
+                .get(&ack.seq)
+                .unwrap_or_else(|| panic!("{context}: acknowledged seq {} lost", ack.seq));
+            assert_eq!(
+                (&data["round"], &data["thread"], &data["n"]),
+                (&json!(ack.round), &json!(ack.thread), &json!(ack.n)),
+                "{context}: seq {} holds other data",
+                ack.seq
+            );
+        }
+    }
+    eprintln!(
+        "kill9_threads: {rounds} rounds, {} acknowledged saves from {WRITER_THREADS} threads all present (seed {seed})",
+        acked.len()
+    );
+    assert!(
+        acked.len() as u64 > rounds,
+        "the children must get some saves acknowledged"
+    );
+}

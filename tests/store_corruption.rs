@@ -628,3 +628,32 @@ fn zeroed_duplicated_and_swapped_blocks_never_yield_wrong_data() {
         }
     }
 }
+
+#[test]
+fn point_in_time_after_a_damaged_segment_header_continues_with_the_next_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = populate(dir.path(), options(), 1500);
+    let files = segments(dir.path());
+    assert!(files.len() >= 3);
+    let mut header = std::fs::read(&files[1]).unwrap();
+    header[20] ^= 0xff;
+    std::fs::write(&files[1], header).unwrap();
+    let store =
+        Store::open_with(dir.path(), options().recovery(RecoveryMode::PointInTime)).unwrap();
+    assert_eq!(
+        store.recovery_report().findings[0].kind,
+        FindingKind::DamagedSegmentHeader
+    );
+    assert_no_wrong_data(&store, &saved);
+    let seq = store.save("job0", "p", &json!("after")).unwrap();
+    drop(store);
+    // Only segment 1 was kept, and it was sealed: the writer continued in a new segment 2.
+    assert_eq!(segments(dir.path()).len(), 2);
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    assert!(
+        store.recovery_report().is_clean(),
+        "{:?}",
+        store.recovery_report()
+    );
+    assert_eq!(store.latest("job0").unwrap().unwrap().seq, seq);
+}

@@ -82,6 +82,12 @@ impl Log {
                 storage
                     .create_dir_all(dir)
                     .map_err(|e| Error::io("create store directory", dir, e))?;
+                // The new directory's entry in its parent must survive a power loss too.
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    storage
+                        .sync_dir(parent)
+                        .map_err(|e| Error::io("sync parent directory", parent, e))?;
+                }
                 Vec::new()
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {

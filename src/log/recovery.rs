@@ -39,7 +39,7 @@ pub(crate) struct Recovered {
     pub tail: Option<Tail>,
     /// The next sequence number to hand out.
     pub next_seq: u64,
-    /// The highest segment id seen, set-aside ones included.
+    /// The highest segment id still in use after repairs; the next segment gets the one after.
     pub max_segment_id: u64,
     pub report: RecoveryReport,
 }
@@ -156,7 +156,6 @@ pub(crate) fn recover(
         ));
         repairs.remove.push(leftover.clone());
     }
-    let max_segment_id = listing.segments.last().map_or(0, |(id, _)| *id);
     let mut pass = Pass {
         mode,
         report,
@@ -230,6 +229,14 @@ pub(crate) fn recover(
         tail_outcome = Some(outcome);
     }
     let tail = finish_tail(&mut pass, tail_outcome, &mut repairs);
+    // New segments follow the highest id still in use; removed and set-aside ones are gone.
+    let max_segment_id = listing
+        .segments
+        .iter()
+        .filter(|(_, path)| !repairs.remove.contains(path) && !repairs.set_aside.contains(path))
+        .map(|(id, _)| *id)
+        .max()
+        .unwrap_or(0);
     let Pass {
         mut report,
         kept,

@@ -65,13 +65,13 @@ pub mod testing {
         let body = bytes.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + header.body_len as usize)?;
         match header.kind {
             RecordKind::Checkpoint => {
-                let body = decode_checkpoint_body(body).ok()?;
+                let body = decode_checkpoint_body(crate::format::FORMAT_VERSION, body).ok()?;
                 Some(DecodedRecord {
                     seq: header.seq,
                     checkpoint: Some((body.job, body.data_json)),
                 })
             }
-            RecordKind::Seal => Some(DecodedRecord {
+            RecordKind::Seal | RecordKind::JobEvent => Some(DecodedRecord {
                 seq: header.seq,
                 checkpoint: None,
             }),
@@ -88,10 +88,11 @@ pub mod testing {
             phase: "fuzz".into(),
             at_micros: 0,
             data_version: 1,
+            trigger: 0,
             data_json: data_json.to_vec(),
         };
         let mut encoded = Vec::new();
-        encode_checkpoint_body(&body, &mut encoded).expect("small envelope");
+        encode_checkpoint_body(&body, false, &mut encoded).expect("small envelope");
         let header = RecordHeader {
             seq,
             durable_seq: seq - 1,

@@ -13,9 +13,10 @@ use serde::Serialize;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::format::{
-    CheckpointBody, RecordHeader, RecordKind, decode_checkpoint_body, encode_checkpoint_body,
+    CheckpointBody, RecordHeader, RecordKind, decode_checkpoint_body, decode_event_body,
+    encode_checkpoint_body,
 };
-use crate::log::{Log, RecoveryReport};
+use crate::log::{Log, RecordRef, RecoveryReport};
 use crate::options::{Durability, Options, RecoveryMode};
 use crate::storage::{DirLock, FsStorage, Storage};
 
@@ -131,9 +132,7 @@ impl Store {
             dir,
             options.recovery,
             segment_size,
-            &mut |segment_id, offset, header, body| {
-                index_record(&mut index, segment_id, offset, header, body)
-            },
+            &mut |record| index_record(&mut index, record),
         )?;
         log_report(dir, &report);
         let log = Arc::new(log);
@@ -169,13 +168,17 @@ impl Store {
             dir,
             RecoveryMode::SkipCorrupted,
             None,
-            &mut |segment_id, offset, header, body| {
-                index_record(&mut index, segment_id, offset, header, body)?;
-                if header.kind == RecordKind::Checkpoint {
-                    let body = decode_checkpoint_body(body)?;
-                    serde_json::from_slice::<serde::de::IgnoredAny>(&body.data_json)
-                        .map_err(|e| format!("checkpoint data is not JSON: {e}"))?;
-                }
+            &mut |record| {
+                index_record(&mut index, record)?;
+                let json = match record.header.kind {
+                    RecordKind::Checkpoint => {
+                        decode_checkpoint_body(record.version, record.body)?.data_json
+                    }
+                    RecordKind::JobEvent => decode_event_body(record.body)?.event_json,
+                    RecordKind::Seal => return Ok(()),
+                };
+                serde_json::from_slice::<serde::de::IgnoredAny>(&json)
+                    .map_err(|e| format!("record {} holds invalid JSON: {e}", record.header.seq))?;
                 Ok(())
             },
         )?;
@@ -212,10 +215,11 @@ impl Store {
             phase: phase.into(),
             at_micros: Utc::now().timestamp_micros(),
             data_version: 1,
+            trigger: 0,
             data_json,
         };
         let mut encoded = Vec::with_capacity(data_len + job.len() + phase.len() + 64);
-        encode_checkpoint_body(&body, &mut encoded)
+        encode_checkpoint_body(&body, false, &mut encoded)
             .map_err(|reason| Error::invalid("checkpoint", reason))?;
         let max_body = inner.options.max_record_body_bytes();
         if encoded.len() as u64 > max_body {
@@ -254,8 +258,8 @@ impl Store {
 
     fn read_checkpoint(&self, entry: &JobEntry) -> Result<Checkpoint> {
         let log = &self.inner.log;
-        log.read_at(entry.segment_id, entry.offset, |header, body| {
-            to_checkpoint(header, body)
+        log.read_at(entry.segment_id, entry.offset, |record| {
+            to_checkpoint(record)
                 .map_err(|reason| log.corrupt(entry.segment_id, entry.offset, reason))
         })
     }
@@ -267,16 +271,16 @@ impl Store {
         }
         let mut out = Vec::new();
         let log = &self.inner.log;
-        log.for_each_record(&mut |segment_id, offset, header, body| {
-            if header.kind != RecordKind::Checkpoint {
+        log.for_each_record(&mut |record| {
+            if record.header.kind != RecordKind::Checkpoint {
                 return Ok(());
             }
-            let corrupt = |reason| log.corrupt(segment_id, offset, reason);
-            let body = decode_checkpoint_body(body)
-                .map_err(|e| corrupt(format!("record {}: {e}", header.seq)))?;
+            let corrupt = |reason| log.corrupt(record.segment_id, record.offset, reason);
+            let body = decode_checkpoint_body(record.version, record.body)
+                .map_err(|e| corrupt(format!("record {}: {e}", record.header.seq)))?;
             // Only this job's records are parsed further.
             if body.job == job {
-                out.push(checkpoint_from(header, body).map_err(corrupt)?);
+                out.push(checkpoint_from(&record.header, body).map_err(corrupt)?);
             }
             Ok(())
         })?;
@@ -364,34 +368,29 @@ impl Drop for Inner {
 }
 
 /// Rebuilds the index from one record during recovery.
-fn index_record(
-    index: &mut Index,
-    segment_id: u64,
-    offset: u64,
-    header: &RecordHeader,
-    body: &[u8],
-) -> Result<(), String> {
-    if header.kind != RecordKind::Checkpoint {
+fn index_record(index: &mut Index, record: &RecordRef<'_>) -> Result<(), String> {
+    if record.header.kind != RecordKind::Checkpoint {
         return Ok(());
     }
-    let body = decode_checkpoint_body(body)?;
+    let body = decode_checkpoint_body(record.version, record.body)?;
     let entry = index.entry(body.job).or_insert(JobEntry {
         seq: 0,
-        segment_id,
-        offset,
+        segment_id: record.segment_id,
+        offset: record.offset,
         checkpoints: 0,
     });
-    entry.seq = header.seq;
-    entry.segment_id = segment_id;
-    entry.offset = offset;
+    entry.seq = record.header.seq;
+    entry.segment_id = record.segment_id;
+    entry.offset = record.offset;
     entry.checkpoints += 1;
     Ok(())
 }
 
 /// Decodes a checked checkpoint record; an error says what was malformed.
-fn to_checkpoint(header: &RecordHeader, body: &[u8]) -> Result<Checkpoint, String> {
-    let body = decode_checkpoint_body(body).map_err(|e| format!("record {}: {e}", header.seq))?;
-    checkpoint_from(header, body)
+fn to_checkpoint(record: &RecordRef<'_>) -> Result<Checkpoint, String> {
+    let body = decode_checkpoint_body(record.version, record.body)
+        .map_err(|e| format!("record {}: {e}", record.header.seq))?;
+    checkpoint_from(&record.header, body)
 }
 
 /// Builds a checkpoint from a decoded record body; an error says what was malformed.

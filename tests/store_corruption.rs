@@ -464,7 +464,7 @@ fn newer_segment_version_is_refused() {
     populate(dir.path(), options(), 3);
     let file = segments(dir.path()).pop().unwrap();
     let mut bytes = std::fs::read(&file).unwrap();
-    bytes[8..10].copy_from_slice(&2u16.to_le_bytes());
+    bytes[8..10].copy_from_slice(&3u16.to_le_bytes());
     std::fs::write(&file, bytes).unwrap();
     for mode in MODES {
         let err = Store::open_with(dir.path(), options().recovery(mode)).expect_err("newer format");
@@ -472,8 +472,8 @@ fn newer_segment_version_is_refused() {
             matches!(
                 err,
                 Error::UnsupportedVersion {
-                    found: 2,
-                    supported: 1,
+                    found: 3,
+                    supported: 2,
                     ..
                 }
             ),
@@ -500,7 +500,7 @@ fn a_missing_segment_is_noticed() {
 fn segment_header(id: u64, first_seq: u64, len: u64) -> Vec<u8> {
     let mut h = Vec::with_capacity(64);
     h.extend_from_slice(b"CAIRNSEG");
-    h.extend_from_slice(&1u16.to_le_bytes());
+    h.extend_from_slice(&2u16.to_le_bytes());
     h.extend_from_slice(&64u16.to_le_bytes());
     h.extend_from_slice(&0u32.to_le_bytes());
     h.extend_from_slice(&id.to_le_bytes());

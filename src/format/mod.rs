@@ -9,7 +9,9 @@ mod body;
 mod record;
 mod segment_header;
 
-pub(crate) use body::{CheckpointBody, decode_checkpoint_body, encode_checkpoint_body};
+pub(crate) use body::{
+    CheckpointBody, decode_checkpoint_body, decode_event_body, encode_checkpoint_body,
+};
 pub(crate) use record::{
     HeaderProblem, RECORD_ALIGN, RECORD_HEADER_LEN, RecordHeader, RecordKind, check_record,
     decode_record_header, encode_record, padded_record_len,

@@ -7,7 +7,7 @@
 //! | 8      | 8    | seq          | u64 global sequence number, strictly increasing              |
 //! | 16     | 8    | durable_seq  | u64, highest seq known durable when this record was written  |
 //! | 24     | 4    | body_len     | u32 length of the body                                       |
-//! | 28     | 1    | kind         | 1 checkpoint, 2 seal                                         |
+//! | 28     | 1    | kind         | 1 checkpoint, 2 seal, 3 job event (format 2)                 |
 //! | 29     | 1    | flags        | 0 (reserved)                                                 |
 //! | 30     | 2    | reserved     | 0                                                            |
 //! | 32     | n    | body         | `body_len` bytes, see `body.rs`                              |
@@ -39,6 +39,8 @@ pub(crate) enum RecordKind {
     Checkpoint = 1,
     /// The last record of a full segment: the next record is in the next segment. Empty body.
     Seal = 2,
+    /// An event in a job's life (run started, failed, ...); body per `body.rs`. Format 2.
+    JobEvent = 3,
 }
 
 impl RecordKind {
@@ -46,6 +48,7 @@ impl RecordKind {
         match byte {
             1 => Some(RecordKind::Checkpoint),
             2 => Some(RecordKind::Seal),
+            3 => Some(RecordKind::JobEvent),
             _ => None,
         }
     }

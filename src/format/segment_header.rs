@@ -3,7 +3,7 @@
 //! | offset | size | field              | meaning                                              |
 //! |--------|------|--------------------|------------------------------------------------------|
 //! | 0      | 8    | magic              | `b"CAIRNSEG"`                                        |
-//! | 8      | 2    | format_version     | u16, currently 1                                     |
+//! | 8      | 2    | format_version     | u16: 2 (this build writes); 1 is still read           |
 //! | 10     | 2    | header_len         | u16, 64                                              |
 //! | 12     | 4    | flags              | u32, 0 (reserved)                                    |
 //! | 16     | 8    | segment_id         | u64, equals the number in the file name              |
@@ -17,8 +17,9 @@
 use super::{put, read_u16, read_u32, read_u64};
 
 pub(crate) const MAGIC: [u8; 8] = *b"CAIRNSEG";
-/// The newest segment format this build writes and reads.
-pub(crate) const FORMAT_VERSION: u16 = 1;
+/// The segment format this build writes; it reads every version from 1 up to this one.
+/// Version 2 added job event records, the checkpoint trigger and compressed data.
+pub(crate) const FORMAT_VERSION: u16 = 2;
 pub(crate) const SEGMENT_HEADER_LEN: usize = 64;
 
 const MAGIC_OFFSET: usize = 0;
@@ -37,6 +38,8 @@ const _: () = assert!(HEADER_CRC_OFFSET + 4 == SEGMENT_HEADER_LEN);
 /// A decoded segment header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SegmentHeader {
+    /// The format of the records in this segment.
+    pub version: u16,
     pub segment_id: u64,
     pub first_seq: u64,
     pub segment_len: u64,
@@ -62,7 +65,7 @@ pub(crate) enum HeaderError {
 pub(crate) fn encode_segment_header(header: &SegmentHeader) -> [u8; SEGMENT_HEADER_LEN] {
     let mut out = [0u8; SEGMENT_HEADER_LEN];
     put(&mut out, MAGIC_OFFSET, &MAGIC);
-    put(&mut out, VERSION_OFFSET, &FORMAT_VERSION.to_le_bytes());
+    put(&mut out, VERSION_OFFSET, &header.version.to_le_bytes());
     put(
         &mut out,
         HEADER_LEN_OFFSET,
@@ -126,6 +129,7 @@ pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, Heade
         )));
     }
     let header = SegmentHeader {
+        version,
         segment_id: field(read_u64(bytes, SEGMENT_ID_OFFSET))?,
         first_seq: field(read_u64(bytes, FIRST_SEQ_OFFSET))?,
         segment_len: field(read_u64(bytes, SEGMENT_LEN_OFFSET))?,
@@ -144,6 +148,7 @@ mod tests {
 
     fn sample() -> SegmentHeader {
         SegmentHeader {
+            version: FORMAT_VERSION,
             segment_id: 7,
             first_seq: 1234,
             segment_len: 1 << 20,
@@ -186,10 +191,10 @@ mod tests {
     #[test]
     fn newer_version_is_reported_as_such() {
         let mut bytes = encode_segment_header(&sample());
-        bytes[VERSION_OFFSET..VERSION_OFFSET + 2].copy_from_slice(&2u16.to_le_bytes());
+        bytes[VERSION_OFFSET..VERSION_OFFSET + 2].copy_from_slice(&3u16.to_le_bytes());
         assert_eq!(
             decode_segment_header(&bytes),
-            Err(HeaderError::UnsupportedVersion(2))
+            Err(HeaderError::UnsupportedVersion(3))
         );
     }
 

@@ -37,7 +37,18 @@ pub(crate) const MARKER_TMP_FILE: &str = "CAIRN.tmp";
 const MARKER_PREFIX: &str = "cairn store\nformat_version ";
 
 /// Called with a record's segment id, offset, header and body.
-pub(crate) type RecordVisitor<'a> = dyn FnMut(u64, u64, &RecordHeader, &[u8]) -> Result<()> + 'a;
+pub(crate) type RecordVisitor<'a> = dyn FnMut(&RecordRef<'_>) -> Result<()> + 'a;
+
+/// A valid record as readers see it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordRef<'a> {
+    pub segment_id: u64,
+    pub offset: u64,
+    /// The format version of the record's segment, which decides how its body decodes.
+    pub version: u16,
+    pub header: RecordHeader,
+    pub body: &'a [u8],
+}
 
 /// Group-commit state, shared by savers waiting for durability.
 #[derive(Debug)]
@@ -105,7 +116,16 @@ impl Log {
             .read_small_file(&marker)
             .map_err(|e| Error::io("read marker file", &marker, e))?
         {
-            Some(bytes) => check_marker(&marker, &bytes),
+            Some(bytes) if check_marker(&marker, &bytes)? < FORMAT_VERSION && writable => {
+                // This build writes segments older readers cannot read: say so in the marker.
+                storage
+                    .write_small_file(
+                        &marker,
+                        format!("{MARKER_PREFIX}{FORMAT_VERSION}\n").as_bytes(),
+                    )
+                    .map_err(|e| Error::io("write marker file", &marker, e))
+            }
+            Some(_) => Ok(()),
             None if empty && writable => storage
                 .write_small_file(
                     &marker,
@@ -134,11 +154,11 @@ impl Log {
             .iter()
             .map(|s| (s.id, s.clone()))
             .collect();
-        let last_seq = recovered.next_seq - 1;
+        let mut last_seq = recovered.next_seq - 1;
         let writer = match writer_segment_size {
             None => None,
             Some(segment_size) => {
-                let writer = Writer::resume(
+                let mut writer = Writer::resume(
                     storage.as_ref(),
                     dir,
                     recovered.tail,
@@ -146,6 +166,13 @@ impl Log {
                     recovered.max_segment_id,
                     segment_size,
                 )?;
+                if writer.segment().header.version < FORMAT_VERSION {
+                    // Records of this build's format never go into an older segment: seal it
+                    // (everything in it is synced) and continue in a new one.
+                    last_seq = writer
+                        .rollover(storage.as_ref(), dir, last_seq)
+                        .map_err(writer::WriteFailure::into_error)?;
+                }
                 segments.insert(writer.segment_id(), writer.segment());
                 Some(Mutex::new(writer))
             }
@@ -298,7 +325,7 @@ impl Log {
         &self,
         segment_id: u64,
         offset: u64,
-        f: impl FnOnce(&RecordHeader, &[u8]) -> Result<T>,
+        f: impl FnOnce(&RecordRef<'_>) -> Result<T>,
     ) -> Result<T> {
         let segment = self
             .segments_read()
@@ -306,7 +333,7 @@ impl Log {
             .cloned()
             .ok_or_else(|| self.corrupt(segment_id, offset, "segment no longer exists".into()))?;
         let (header, body) = segment.read_record(offset)?;
-        f(&header, body)
+        f(&segment.record_ref(offset, header, body))
     }
 
     /// Calls `f` for every valid record in log order, skipping records recovery found damaged.
@@ -319,7 +346,7 @@ impl Log {
             while pos < end {
                 match segment.read_record(pos) {
                     Ok((header, body)) => {
-                        f(segment.id, pos, &header, body)?;
+                        f(&segment.record_ref(pos, header, body))?;
                         pos += header.padded_len() as u64;
                         next_seq = header.seq + 1;
                     }
@@ -349,7 +376,8 @@ impl Log {
     }
 }
 
-fn check_marker(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Checks the marker file and returns the store's format version.
+fn check_marker(path: &Path, bytes: &[u8]) -> Result<u16> {
     let text = std::str::from_utf8(bytes).unwrap_or_default();
     let version = text
         .strip_prefix(MARKER_PREFIX)
@@ -365,5 +393,5 @@ fn check_marker(path: &Path, bytes: &[u8]) -> Result<()> {
             supported: FORMAT_VERSION,
         });
     }
-    Ok(())
+    Ok(version)
 }

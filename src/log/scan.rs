@@ -12,12 +12,13 @@ use crate::format::{
     decode_record_header,
 };
 
+use super::RecordRef;
 use super::report::FindingKind;
 use super::segment::Segment;
 
 /// Called for every valid record in log order with the segment id, the record's offset, its
 /// header and its body. An `Err` marks the record as damaged (its body does not decode).
-pub(crate) type Visit<'a> = dyn FnMut(u64, u64, &RecordHeader, &[u8]) -> Result<(), String> + 'a;
+pub(crate) type Visit<'a> = dyn FnMut(&RecordRef<'_>) -> Result<(), String> + 'a;
 
 /// One damaged stretch of a segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +76,7 @@ pub(crate) fn scan_segment(
             Step::End => break,
             Step::Record(header, len) => {
                 let body = record_body(segment, pos, &header);
-                match visit(segment.id, pos, &header, body) {
+                match visit(&segment.record_ref(pos, header, body)) {
                     Ok(()) => {
                         pos += len;
                         expected = header.seq + 1;

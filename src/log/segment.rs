@@ -72,6 +72,7 @@ impl Segment {
         let path = dir.join(segment_file_name(id));
         let tmp = dir.join(format!("{id:0ID_DIGITS$}{CREATING_SUFFIX}"));
         let header = SegmentHeader {
+            version: crate::format::FORMAT_VERSION,
             segment_id: id,
             first_seq,
             segment_len: len,
@@ -148,6 +149,22 @@ impl Segment {
             self.synced_end.fetch_max(end, Ordering::AcqRel);
         }
         Ok(())
+    }
+
+    /// A reader's view of the record at `offset`.
+    pub fn record_ref<'a>(
+        &self,
+        offset: u64,
+        header: RecordHeader,
+        body: &'a [u8],
+    ) -> super::RecordRef<'a> {
+        super::RecordRef {
+            segment_id: self.id,
+            offset,
+            version: self.header.version,
+            header,
+            body,
+        }
     }
 
     /// Reads and checks the record at `offset`, returning its header and body.

@@ -33,6 +33,15 @@ pub(crate) enum WriteFailure {
     Poisoning(Error),
 }
 
+impl WriteFailure {
+    /// The error, for callers that stop using the writer on any failure.
+    pub fn into_error(self) -> Error {
+        match self {
+            WriteFailure::Clean(error) | WriteFailure::Poisoning(error) => error,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Writer {
     segment: Arc<Segment>,

@@ -156,6 +156,32 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+
+    /// Checkpoint data broke one of its job type's validation rules. Nothing was written.
+    #[error("checkpoint of job {job:?} rejected: field {field:?}: {rule}")]
+    Validation {
+        /// The job.
+        job: String,
+        /// The field that broke the rule (or `phase`, or `(data)` for the whole data).
+        field: String,
+        /// The rule, with the values involved, e.g. `must never decrease (was 50, now 40)`.
+        rule: String,
+    },
+
+    /// Checkpoint data was saved in a format version newer than the job's code knows. It is
+    /// refused rather than misread; upgrade the job's code.
+    #[error(
+        "checkpoint of job {job:?} uses format version {found}, this build reads up to \
+         version {supported}; upgrade the job's code"
+    )]
+    UnsupportedCheckpointVersion {
+        /// The job.
+        job: String,
+        /// The data's format version.
+        found: u32,
+        /// The newest version the job's code reads.
+        supported: u32,
+    },
 }
 
 impl Error {

@@ -18,8 +18,11 @@ pub struct Checkpoint {
     pub phase: String,
     /// When it was saved (UTC, microsecond precision).
     pub at: DateTime<Utc>,
-    /// Version of the checkpoint data's format (1 unless the job declares otherwise).
+    /// Version of the checkpoint data's format (1 unless the job's type declares otherwise;
+    /// data read through a registered job type is upgraded to its current version).
     pub version: u32,
+    /// What made the job save it, if recorded (`None` for format 1 records).
+    pub trigger: Option<crate::job::Trigger>,
     /// The checkpoint data, as saved.
     pub data: serde_json::Value,
 }

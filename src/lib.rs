@@ -26,7 +26,7 @@ pub use options::{
     Durability, MAX_JOB_NAME_BYTES, MAX_PHASE_BYTES, MAX_SEGMENT_SIZE_BYTES,
     MIN_SEGMENT_SIZE_BYTES, Options, RecoveryMode,
 };
-pub use store::{JobSummary, Store};
+pub use store::{JobSummary, Metrics, MigrationCheck, MigrationFailure, RecoveryPlan, Store};
 
 /// Test support: a simulated disk with crash states and fault injection, and a way to open a
 /// store on it. Enabled by the `testing` feature, which cairn's own tests and fuzz targets

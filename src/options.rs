@@ -75,6 +75,7 @@ pub struct Options {
     pub(crate) max_payload_bytes: u64,
     pub(crate) max_job_name_bytes: usize,
     pub(crate) max_phase_bytes: usize,
+    pub(crate) compress_above_bytes: u64,
 }
 
 impl Default for Options {
@@ -86,6 +87,7 @@ impl Default for Options {
             max_payload_bytes: 1024 * 1024,
             max_job_name_bytes: 256,
             max_phase_bytes: 128,
+            compress_above_bytes: 64 * 1024,
         }
     }
 }
@@ -128,6 +130,19 @@ impl Options {
     pub fn max_phase(mut self, bytes: usize) -> Self {
         self.max_phase_bytes = bytes;
         self
+    }
+
+    /// Checkpoint data larger than this many bytes of JSON is stored compressed (LZ4), and
+    /// decompressed transparently when read. Default: 64 KiB. The payload limit applies to the
+    /// stored (compressed) size, so compression lets larger checkpoints fit.
+    pub fn compress_above(mut self, bytes: u64) -> Self {
+        self.compress_above_bytes = bytes;
+        self
+    }
+
+    /// The size above which checkpoint data is compressed.
+    pub fn compress_above_bytes(&self) -> u64 {
+        self.compress_above_bytes
     }
 
     /// The durability mode in force.

@@ -161,7 +161,9 @@ fn put_then_get_round_trips_with_exact_json_fields() {
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(fields, ["at", "data", "job", "phase", "seq", "version"]);
+    // The contract's six fields, extended (never renamed) with the save's trigger.
+    assert_eq!(fields, ["at", "data", "job", "phase", "seq", "trigger", "version"]);
+    assert_eq!(checkpoint["trigger"], "manual");
     assert_eq!(checkpoint["job"], "github_sync");
     assert_eq!(checkpoint["seq"], 1);
     assert_eq!(checkpoint["phase"], "pr_extraction");

@@ -101,13 +101,13 @@ fn take_envelope<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<(T, &[u8]
 }
 
 /// Appends the encoded body (format version 2) to `out`, compressing the data with LZ4 when
-/// `compress` is set. Fails only if the envelope is over its limit, which the store's input
-/// limits rule out; the error says so.
+/// `compress` is set, and returns how many bytes the data takes once stored. Fails only if
+/// the envelope is over its limit, which the store's input limits rule out; the error says so.
 pub(crate) fn encode_checkpoint_body(
     body: &CheckpointBody,
     compress: bool,
     out: &mut Vec<u8>,
-) -> Result<(), String> {
+) -> Result<usize, String> {
     let envelope = CheckpointEnvelopeV2 {
         job: body.job.clone(),
         phase: body.phase.clone(),
@@ -117,6 +117,7 @@ pub(crate) fn encode_checkpoint_body(
         codec: if compress { CODEC_LZ4 } else { CODEC_NONE },
     };
     put_envelope(&envelope, out)?;
+    let data_start = out.len();
     if compress {
         let json_len =
             u32::try_from(body.data_json.len()).map_err(|_| "data over 4 GiB".to_string())?;
@@ -125,12 +126,26 @@ pub(crate) fn encode_checkpoint_body(
     } else {
         out.extend_from_slice(&body.data_json);
     }
-    Ok(())
+    Ok(out.len() - data_start)
 }
 
 /// Decodes a checkpoint body of a segment of format `version`, whose record checksum has
 /// already been verified. Errors describe what was malformed.
 pub(crate) fn decode_checkpoint_body(version: u16, bytes: &[u8]) -> Result<CheckpointBody, String> {
+    decode_checkpoint(version, bytes, true)
+}
+
+/// Like [`decode_checkpoint_body`] but leaves `data_json` empty: recovery needs only the
+/// envelope and skips parsing and decompressing the data.
+pub(crate) fn decode_checkpoint_meta(version: u16, bytes: &[u8]) -> Result<CheckpointBody, String> {
+    decode_checkpoint(version, bytes, false)
+}
+
+fn decode_checkpoint(
+    version: u16,
+    bytes: &[u8],
+    with_data: bool,
+) -> Result<CheckpointBody, String> {
     let (envelope, data) = if version == 1 {
         let (v1, data): (CheckpointEnvelopeV1, _) = take_envelope(bytes)?;
         let v2 = CheckpointEnvelopeV2 {
@@ -146,10 +161,14 @@ pub(crate) fn decode_checkpoint_body(version: u16, bytes: &[u8]) -> Result<Check
         take_envelope::<CheckpointEnvelopeV2>(bytes)?
     };
     let data_json = match envelope.codec {
+        _ if !with_data => Vec::new(),
         CODEC_NONE => data.to_vec(),
         CODEC_LZ4 => decompress(data)?,
         codec => return Err(format!("unknown codec {codec}")),
     };
+    if !with_data && envelope.codec > CODEC_LZ4 {
+        return Err(format!("unknown codec {}", envelope.codec));
+    }
     Ok(CheckpointBody {
         job: envelope.job,
         phase: envelope.phase,
@@ -180,10 +199,6 @@ fn decompress(data: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// Appends the encoded event body to `out`.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the store writes job events once the job layer is wired in")
-)]
 pub(crate) fn encode_event_body(body: &EventBody, out: &mut Vec<u8>) -> Result<(), String> {
     put_envelope(body, out)?;
     out.extend_from_slice(&body.event_json);
@@ -228,7 +243,12 @@ mod tests {
             "trigger, codec"
         );
         assert!(out.ends_with(br#"{"cursor":"Y3Vy"}"#));
-        assert_eq!(decode_checkpoint_body(2, &out), Ok(body));
+        assert_eq!(decode_checkpoint_body(2, &out), Ok(body.clone()));
+        let meta = decode_checkpoint_meta(2, &out).unwrap();
+        assert_eq!(
+            (meta.job, meta.trigger, meta.data_json.len()),
+            (body.job, body.trigger, 0)
+        );
     }
 
     #[test]

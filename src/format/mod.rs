@@ -10,7 +10,8 @@ mod record;
 mod segment_header;
 
 pub(crate) use body::{
-    CheckpointBody, decode_checkpoint_body, decode_event_body, encode_checkpoint_body,
+    CheckpointBody, EventBody, MAX_DECOMPRESSED_BYTES, decode_checkpoint_body,
+    decode_checkpoint_meta, decode_event_body, encode_checkpoint_body, encode_event_body,
 };
 pub(crate) use record::{
     HeaderProblem, RECORD_ALIGN, RECORD_HEADER_LEN, RecordHeader, RecordKind, check_record,

@@ -367,6 +367,16 @@ impl Log {
         self.segments_read().len()
     }
 
+    /// Bytes of disk the segment files take (their preallocated lengths).
+    pub fn storage_bytes(&self) -> u64 {
+        self.segments_read().values().map(|s| s.file.len()).sum()
+    }
+
+    /// Why the log refuses writes, if it does.
+    pub fn poisoned(&self) -> Option<String> {
+        lock(&self.sync).poisoned.clone()
+    }
+
     /// The sequence number of the last record written (0 when none).
     pub fn last_seq(&self) -> u64 {
         match &self.writer {

@@ -1,35 +1,31 @@
-//! [`Store`]: the handle users hold. It joins the log (durable records) and the in-memory
-//! index (where each job's latest checkpoint is).
+//! [`Store`]: the handle users hold. It joins the log (durable records), the in-memory index
+//! (each job's latest checkpoint and folded state) and the job types registered for jobs.
+
+mod checkpoints;
+mod flusher;
+mod index;
+mod jobs;
+mod metrics;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::format::{
-    CheckpointBody, RecordHeader, RecordKind, decode_checkpoint_body, decode_event_body,
-    encode_checkpoint_body,
-};
-use crate::log::{Log, RecordRef, RecoveryReport};
+use crate::format::{RecordKind, decode_checkpoint_body, decode_event_body};
+use crate::job::{JobStatus, JobType};
+use crate::log::{Log, RecoveryReport};
 use crate::options::{Durability, Options, RecoveryMode};
 use crate::storage::{DirLock, FsStorage, Storage};
 
-/// Where a job's latest checkpoint is.
-#[derive(Debug, Clone, Copy)]
-struct JobEntry {
-    seq: u64,
-    segment_id: u64,
-    offset: u64,
-    checkpoints: u64,
-}
-
-type Index = HashMap<String, JobEntry>;
+use flusher::Flusher;
+use index::Index;
+pub use jobs::{MigrationCheck, MigrationFailure, RecoveryPlan};
+use metrics::Counters;
+pub use metrics::Metrics;
 
 /// A summary of one job, as listed by [`Store::jobs`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -45,6 +41,8 @@ pub struct JobSummary {
     pub at: DateTime<Utc>,
     /// Checkpoints of this job in the log.
     pub checkpoints: u64,
+    /// Where the job stands, from its events.
+    pub status: JobStatus,
 }
 
 /// An embedded, crash-safe checkpoint store in one directory.
@@ -72,6 +70,8 @@ struct Inner {
     options: Options,
     log: Arc<Log>,
     index: RwLock<Index>,
+    job_types: RwLock<HashMap<String, Arc<JobType>>>,
+    counters: Counters,
     report: RecoveryReport,
     read_only: bool,
     flusher: Option<Flusher>,
@@ -92,7 +92,7 @@ impl Store {
     /// Opens (creating if needed) the store in `dir` for writing. Fails with
     /// [`Error::Locked`] if another process is writing to it.
     pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
-        Store::open_inner(dir.as_ref(), options, false)
+        Store::open_on(Arc::new(FsStorage), dir.as_ref(), options, false)
     }
 
     /// Opens an existing store read-only with default options. Works while another process
@@ -103,11 +103,7 @@ impl Store {
 
     /// Opens an existing store read-only with the given recovery mode and limits.
     pub fn open_read_only_with(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
-        Store::open_inner(dir.as_ref(), options, true)
-    }
-
-    fn open_inner(dir: &Path, options: Options, read_only: bool) -> Result<Store> {
-        Store::open_on(Arc::new(FsStorage), dir, options, read_only)
+        Store::open_on(Arc::new(FsStorage), dir.as_ref(), options, true)
     }
 
     /// Opens a store on any [`Storage`]: the real file system, or a faulty or simulated one
@@ -125,20 +121,20 @@ impl Store {
         } else {
             storage.lock_dir(dir)?
         };
-        let mut index = Index::new();
+        let mut index = Index::default();
         let segment_size = (!read_only).then_some(options.segment_size_bytes);
         let (log, report) = Log::open(
             storage,
             dir,
             options.recovery,
             segment_size,
-            &mut |record| index_record(&mut index, record),
+            &mut |record| index.replay(record),
         )?;
         log_report(dir, &report);
         let log = Arc::new(log);
         let flusher = match (read_only, options.durability) {
             (false, Durability::Buffered { interval }) => {
-                Some(Flusher::start(log.clone(), interval))
+                Some(Flusher::start(log.clone(), interval)?)
             }
             _ => None,
         };
@@ -148,6 +144,8 @@ impl Store {
                 options,
                 log,
                 index: RwLock::new(index),
+                job_types: RwLock::new(HashMap::new()),
+                counters: Counters::default(),
                 report,
                 read_only,
                 flusher,
@@ -162,14 +160,14 @@ impl Store {
         let dir = dir.as_ref();
         let storage = FsStorage;
         Log::prepare_dir(&storage, dir, false)?;
-        let mut index = Index::new();
+        let mut index = Index::default();
         let (_, report) = Log::open(
             Arc::new(storage),
             dir,
             RecoveryMode::SkipCorrupted,
             None,
             &mut |record| {
-                index_record(&mut index, record)?;
+                index.replay(record)?;
                 let json = match record.header.kind {
                     RecordKind::Checkpoint => {
                         decode_checkpoint_body(record.version, record.body)?.data_json
@@ -183,131 +181,6 @@ impl Store {
             },
         )?;
         Ok(report)
-    }
-
-    /// Saves a checkpoint of `job` in `phase` and returns its sequence number. With the default
-    /// [`Durability::Sync`] the checkpoint is on stable storage when this returns.
-    ///
-    /// Fails without writing anything when the job name or phase breaks the limits, when the
-    /// data does not serialize to JSON, or when it is larger than the payload limit.
-    pub fn save<T: Serialize + ?Sized>(&self, job: &str, phase: &str, data: &T) -> Result<u64> {
-        let inner = &self.inner;
-        if inner.read_only {
-            return Err(Error::ReadOnly);
-        }
-        check_name("job name", job, inner.options.max_job_name_bytes, false)?;
-        check_name("phase", phase, inner.options.max_phase_bytes, true)?;
-        let data_json = serde_json::to_vec(data).map_err(|source| Error::Serialize {
-            job: job.into(),
-            source,
-        })?;
-        let too_large = |size: usize, limit: u64| Error::PayloadTooLarge {
-            job: job.into(),
-            size_bytes: size as u64,
-            limit_bytes: limit,
-        };
-        if data_json.len() as u64 > inner.options.max_payload_bytes {
-            return Err(too_large(data_json.len(), inner.options.max_payload_bytes));
-        }
-        let data_len = data_json.len();
-        let body = CheckpointBody {
-            job: job.into(),
-            phase: phase.into(),
-            at_micros: Utc::now().timestamp_micros(),
-            data_version: 1,
-            trigger: 0,
-            data_json,
-        };
-        let mut encoded = Vec::with_capacity(data_len + job.len() + phase.len() + 64);
-        encode_checkpoint_body(&body, false, &mut encoded)
-            .map_err(|reason| Error::invalid("checkpoint", reason))?;
-        let max_body = inner.options.max_record_body_bytes();
-        if encoded.len() as u64 > max_body {
-            let overhead = (encoded.len() - data_len) as u64;
-            return Err(too_large(data_len, max_body.saturating_sub(overhead)));
-        }
-        let appended = inner
-            .log
-            .append(RecordKind::Checkpoint, &encoded, |appended| {
-                let mut index = inner
-                    .index
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let entry = index.entry(body.job.clone()).or_insert(JobEntry {
-                    seq: 0,
-                    segment_id: 0,
-                    offset: 0,
-                    checkpoints: 0,
-                });
-                entry.seq = appended.seq;
-                entry.segment_id = appended.segment_id;
-                entry.offset = appended.offset;
-                entry.checkpoints += 1;
-            })?;
-        if inner.options.durability == Durability::Sync {
-            inner.log.wait_durable(appended.seq)?;
-        }
-        Ok(appended.seq)
-    }
-
-    /// The latest checkpoint of `job`, or `None` if it has none.
-    pub fn latest(&self, job: &str) -> Result<Option<Checkpoint>> {
-        let entry = self.index().get(job).copied();
-        entry.map(|entry| self.read_checkpoint(&entry)).transpose()
-    }
-
-    fn read_checkpoint(&self, entry: &JobEntry) -> Result<Checkpoint> {
-        let log = &self.inner.log;
-        log.read_at(entry.segment_id, entry.offset, |record| {
-            to_checkpoint(record)
-                .map_err(|reason| log.corrupt(entry.segment_id, entry.offset, reason))
-        })
-    }
-
-    /// Every checkpoint of `job` still in the log, oldest first.
-    pub fn history(&self, job: &str) -> Result<Vec<Checkpoint>> {
-        if !self.index().contains_key(job) {
-            return Ok(Vec::new());
-        }
-        let mut out = Vec::new();
-        let log = &self.inner.log;
-        log.for_each_record(&mut |record| {
-            if record.header.kind != RecordKind::Checkpoint {
-                return Ok(());
-            }
-            let corrupt = |reason| log.corrupt(record.segment_id, record.offset, reason);
-            let body = decode_checkpoint_body(record.version, record.body)
-                .map_err(|e| corrupt(format!("record {}: {e}", record.header.seq)))?;
-            // Only this job's records are parsed further.
-            if body.job == job {
-                out.push(checkpoint_from(&record.header, body).map_err(corrupt)?);
-            }
-            Ok(())
-        })?;
-        Ok(out)
-    }
-
-    /// Every job with at least one checkpoint, sorted by name.
-    pub fn jobs(&self) -> Result<Vec<JobSummary>> {
-        let mut entries: Vec<(String, JobEntry)> = self
-            .index()
-            .iter()
-            .map(|(job, entry)| (job.clone(), *entry))
-            .collect();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        entries
-            .into_iter()
-            .map(|(job, entry)| {
-                let latest = self.read_checkpoint(&entry)?;
-                Ok(JobSummary {
-                    job,
-                    latest_seq: entry.seq,
-                    phase: latest.phase,
-                    at: latest.at,
-                    checkpoints: entry.checkpoints,
-                })
-            })
-            .collect()
     }
 
     /// Makes every save so far durable, whatever the durability mode.
@@ -346,10 +219,46 @@ impl Store {
         self.inner.log.segment_count()
     }
 
-    fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+    /// Counters since open, storage use and health.
+    pub fn metrics(&self) -> Metrics {
+        let counters = self.inner.counters.values();
+        let report = &self.inner.report;
+        Metrics {
+            checkpoints_saved: counters.checkpoints_saved,
+            events_recorded: counters.events_recorded,
+            validation_failures: counters.validation_failures,
+            compressed_saves: counters.compressed_saves,
+            bytes_appended: counters.bytes_appended,
+            jobs: self.index().len(),
+            segments: self.inner.log.segment_count(),
+            storage_bytes: self.inner.log.storage_bytes(),
+            last_seq: self.last_seq(),
+            recovery_findings: report.findings.len(),
+            recovery_bytes_discarded: report.bytes_discarded,
+            recovery_duration_us: u64::try_from(report.duration.as_micros()).unwrap_or(u64::MAX),
+            poisoned: self.inner.log.poisoned(),
+        }
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.inner.read_only {
+            Err(Error::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn index(&self) -> RwLockReadGuard<'_, Index> {
         self.inner
             .index
             .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn index_mut(&self) -> RwLockWriteGuard<'_, Index> {
+        self.inner
+            .index
+            .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
@@ -367,130 +276,22 @@ impl Drop for Inner {
     }
 }
 
-/// Rebuilds the index from one record during recovery.
-fn index_record(index: &mut Index, record: &RecordRef<'_>) -> Result<(), String> {
-    if record.header.kind != RecordKind::Checkpoint {
-        return Ok(());
-    }
-    let body = decode_checkpoint_body(record.version, record.body)?;
-    let entry = index.entry(body.job).or_insert(JobEntry {
-        seq: 0,
-        segment_id: record.segment_id,
-        offset: record.offset,
-        checkpoints: 0,
-    });
-    entry.seq = record.header.seq;
-    entry.segment_id = record.segment_id;
-    entry.offset = record.offset;
-    entry.checkpoints += 1;
-    Ok(())
-}
-
-/// Decodes a checked checkpoint record; an error says what was malformed.
-fn to_checkpoint(record: &RecordRef<'_>) -> Result<Checkpoint, String> {
-    let body = decode_checkpoint_body(record.version, record.body)
-        .map_err(|e| format!("record {}: {e}", record.header.seq))?;
-    checkpoint_from(&record.header, body)
-}
-
-/// Builds a checkpoint from a decoded record body; an error says what was malformed.
-fn checkpoint_from(header: &RecordHeader, body: CheckpointBody) -> Result<Checkpoint, String> {
-    let seq = header.seq;
-    let data = serde_json::from_slice(&body.data_json)
-        .map_err(|e| format!("record {seq}: checkpoint data is not JSON: {e}"))?;
-    let at = DateTime::from_timestamp_micros(body.at_micros)
-        .ok_or_else(|| format!("record {seq}: timestamp out of range"))?;
-    Ok(Checkpoint {
-        job: body.job,
-        seq: header.seq,
-        phase: body.phase,
-        at,
-        version: body.data_version,
-        data,
-    })
-}
-
-/// Checks a job name or phase: within `limit` bytes, no control characters, and non-empty
-/// unless `may_be_empty`.
-fn check_name(what: &'static str, value: &str, limit: usize, may_be_empty: bool) -> Result<()> {
-    if value.is_empty() && !may_be_empty {
-        return Err(Error::invalid(what, "must not be empty"));
-    }
-    if value.len() > limit {
-        return Err(Error::invalid(
-            what,
-            format!("{} bytes, over the limit of {limit}", value.len()),
-        ));
-    }
-    if let Some(c) = value.chars().find(|c| c.is_control()) {
-        return Err(Error::invalid(
-            what,
-            format!("contains the control character {c:?}"),
-        ));
-    }
-    Ok(())
-}
-
 fn log_report(dir: &Path, report: &RecoveryReport) {
     let dir = dir.display();
+    let duration_us = u64::try_from(report.duration.as_micros()).unwrap_or(u64::MAX);
     if report.is_clean() {
-        tracing::info!(%dir, segments = report.segments_scanned, records = report.records_scanned,
-            duration_us = report.duration.as_micros() as u64, "cairn: store opened");
+        tracing::info!(%dir, segments = report.segments_scanned, records = report.records_scanned, duration_us, "cairn: store opened");
     } else {
         tracing::warn!(%dir, segments = report.segments_scanned, records = report.records_scanned,
-            bytes_discarded = report.bytes_discarded, findings = report.findings.len(),
-            duration_us = report.duration.as_micros() as u64, "cairn: store opened with damage");
+            bytes_discarded = report.bytes_discarded, findings = report.findings.len(), duration_us,
+            "cairn: store opened with damage");
         for finding in &report.findings {
-            tracing::warn!(kind = ?finding.kind, segment = %finding.segment.display(),
-                offset = finding.offset, len_bytes = finding.len_bytes, detail = %finding.detail,
-                "cairn: recovery finding");
+            tracing::warn!(kind = ?finding.kind, segment = %finding.segment.display(), offset = finding.offset,
+                len_bytes = finding.len_bytes, detail = %finding.detail, "cairn: recovery finding");
         }
     }
     for note in &report.notes {
         tracing::info!(%dir, %note, "cairn: recovery note");
-    }
-}
-
-/// The background thread of [`Durability::Buffered`].
-#[derive(Debug)]
-struct Flusher {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    handle: JoinHandle<()>,
-}
-
-impl Flusher {
-    fn start(log: Arc<Log>, interval: Duration) -> Flusher {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let signal = stop.clone();
-        let handle = std::thread::Builder::new()
-            .name("cairn-flusher".into())
-            .spawn(move || {
-                let (lock, cvar) = &*signal;
-                let mut stopped = lock
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                while !*stopped {
-                    let (guard, _) = cvar
-                        .wait_timeout(stopped, interval)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    stopped = guard;
-                    if let Err(error) = log.sync_all() {
-                        tracing::error!(%error, "cairn: background sync failed");
-                        break;
-                    }
-                }
-            })
-            .expect("spawning the flusher thread");
-        Flusher { stop, handle }
-    }
-
-    fn stop(self) {
-        let (lock, cvar) = &*self.stop;
-        *lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
-        cvar.notify_all();
-        let _ = self.handle.join();
     }
 }
 

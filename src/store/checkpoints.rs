@@ -1,0 +1,303 @@
+//! Saving and reading checkpoints.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::index::{JobEntry, Location, time_from_micros};
+use super::metrics::Counters;
+use super::{JobSummary, Store};
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::format::{
+    CheckpointBody, MAX_DECOMPRESSED_BYTES, RecordHeader, RecordKind, decode_checkpoint_body,
+    encode_checkpoint_body,
+};
+use crate::job::{JobType, Trigger};
+use crate::log::RecordRef;
+use crate::options::Durability;
+
+impl Store {
+    /// Saves a checkpoint of `job` in `phase` and returns its sequence number. With the default
+    /// [`Durability::Sync`] the checkpoint is on stable storage when this returns. The trigger
+    /// recorded is [`Trigger::Manual`]; see [`Store::save_with`].
+    ///
+    /// Fails without writing anything when the job name or phase breaks the limits, when the
+    /// data does not serialize to JSON, when it is larger than the payload limit, or when the
+    /// job's registered [`JobType`] refuses it.
+    pub fn save<T: Serialize + ?Sized>(&self, job: &str, phase: &str, data: &T) -> Result<u64> {
+        self.save_with(job, phase, data, Trigger::Manual)
+    }
+
+    /// Saves a checkpoint, recording what caused it (a finished batch, a rate limit, ...).
+    ///
+    /// When a [`JobType`] is registered for the job, the data is first checked by its
+    /// validator against the job's latest checkpoint, then trimmed to its essential fields, and
+    /// saved with its current format version. A refused checkpoint is counted in
+    /// [`Metrics::validation_failures`](crate::Metrics::validation_failures).
+    pub fn save_with<T: Serialize + ?Sized>(
+        &self,
+        job: &str,
+        phase: &str,
+        data: &T,
+        trigger: Trigger,
+    ) -> Result<u64> {
+        self.check_writable()?;
+        self.check_names(job, phase)?;
+        let serialize_error = |source| Error::Serialize {
+            job: job.into(),
+            source,
+        };
+        let (data_json, data_version) = match self.job_type(job) {
+            None => (serde_json::to_vec(data).map_err(serialize_error)?, 1),
+            Some(job_type) => {
+                let value = serde_json::to_value(data).map_err(serialize_error)?;
+                let value = self.validate_and_trim(job, phase, value, &job_type)?;
+                let json = serde_json::to_vec(&value).map_err(serialize_error)?;
+                (json, job_type.migrations().current_version())
+            }
+        };
+        let options = &self.inner.options;
+        let compress = data_json.len() as u64 > options.compress_above_bytes;
+        let json_len = data_json.len();
+        if json_len > MAX_DECOMPRESSED_BYTES {
+            return Err(self.too_large(job, json_len as u64, MAX_DECOMPRESSED_BYTES as u64));
+        }
+        let time = now();
+        let body = CheckpointBody {
+            job: job.into(),
+            phase: phase.into(),
+            at_micros: time.timestamp_micros(),
+            data_version,
+            trigger: trigger.code(),
+            data_json,
+        };
+        let mut encoded = Vec::with_capacity(json_len + job.len() + phase.len() + 64);
+        let stored_len = encode_checkpoint_body(&body, compress, &mut encoded)
+            .map_err(|reason| Error::invalid("checkpoint", reason))?;
+        self.check_size(job, stored_len, encoded.len())?;
+        let inner = &self.inner;
+        let appended = inner
+            .log
+            .append(RecordKind::Checkpoint, &encoded, |appended| {
+                let at = Location {
+                    seq: appended.seq,
+                    segment_id: appended.segment_id,
+                    offset: appended.offset,
+                };
+                self.index_mut().checkpoint(job, at, time, phase, trigger);
+            })?;
+        Counters::add(&inner.counters.checkpoints_saved, 1);
+        Counters::add(&inner.counters.compressed_saves, u64::from(compress));
+        Counters::add(&inner.counters.bytes_appended, encoded.len() as u64);
+        self.wait_durable(appended.seq)?;
+        Ok(appended.seq)
+    }
+
+    /// Runs the job type's validator against the latest checkpoint, then trims the data.
+    fn validate_and_trim(
+        &self,
+        job: &str,
+        phase: &str,
+        value: Value,
+        job_type: &JobType,
+    ) -> Result<Value> {
+        // After a full restart (`CheckpointCleared`) the job starts over: nothing to compare to.
+        let resumable = self
+            .index()
+            .get(job)
+            .is_some_and(|e| e.state.latest_checkpoint.is_some());
+        let previous = if resumable { self.latest(job)? } else { None };
+        let previous = previous.as_ref().map(|c| (c.phase.as_str(), &c.data));
+        if let Err(failure) = job_type.validate(phase, &value, previous) {
+            Counters::add(&self.inner.counters.validation_failures, 1);
+            tracing::warn!(job, field = %failure.field, rule = %failure.rule, "cairn: checkpoint refused");
+            return Err(failure.into_error(job));
+        }
+        Ok(job_type.trim(&value))
+    }
+
+    /// The payload limit applies to the data as stored (after trimming and compression); the
+    /// whole record must also fit in a segment.
+    fn check_size(&self, job: &str, stored_len: usize, body_len: usize) -> Result<()> {
+        let options = &self.inner.options;
+        if stored_len as u64 > options.max_payload_bytes {
+            return Err(self.too_large(job, stored_len as u64, options.max_payload_bytes));
+        }
+        let max_body = options.max_record_body_bytes();
+        if body_len as u64 > max_body {
+            let overhead = (body_len - stored_len) as u64;
+            return Err(self.too_large(job, stored_len as u64, max_body.saturating_sub(overhead)));
+        }
+        Ok(())
+    }
+
+    fn too_large(&self, job: &str, size_bytes: u64, limit_bytes: u64) -> Error {
+        Error::PayloadTooLarge {
+            job: job.into(),
+            size_bytes,
+            limit_bytes,
+        }
+    }
+
+    /// Waits for durability as the durability mode says.
+    pub(super) fn wait_durable(&self, seq: u64) -> Result<()> {
+        match self.inner.options.durability {
+            Durability::Sync => self.inner.log.wait_durable(seq),
+            _ => Ok(()),
+        }
+    }
+
+    /// The latest checkpoint of `job`, or `None` if it has none. A checkpoint set aside by
+    /// [`Store::clear_checkpoint`] is still the latest one saved; [`Store::job`] and
+    /// [`Store::plan_recovery`] tell whether the job resumes from it.
+    pub fn latest(&self, job: &str) -> Result<Option<Checkpoint>> {
+        let latest = self.index().get(job).and_then(|entry| entry.latest);
+        latest.map(|at| self.read_checkpoint(at)).transpose()
+    }
+
+    /// The checkpoint at `at`, upgraded to the job type's current format.
+    pub(super) fn read_checkpoint(&self, at: Location) -> Result<Checkpoint> {
+        let log = &self.inner.log;
+        let checkpoint = log.read_at(at.segment_id, at.offset, |record| {
+            to_checkpoint(record).map_err(|reason| log.corrupt(at.segment_id, at.offset, reason))
+        })?;
+        self.upgrade(checkpoint)
+    }
+
+    /// Applies the registered migrations to a checkpoint read from the log.
+    pub(super) fn upgrade(&self, mut checkpoint: Checkpoint) -> Result<Checkpoint> {
+        if let Some(job_type) = self.job_type(&checkpoint.job) {
+            let current = job_type.migrations().current_version();
+            if checkpoint.version != current {
+                let data = std::mem::take(&mut checkpoint.data);
+                checkpoint.data = job_type
+                    .upgrade(checkpoint.version, data)
+                    .map_err(|e| e.into_error(&checkpoint.job))?;
+                checkpoint.version = current;
+            }
+        }
+        Ok(checkpoint)
+    }
+
+    /// Every checkpoint of `job` still in the log, oldest first, upgraded to the job type's
+    /// current format.
+    pub fn history(&self, job: &str) -> Result<Vec<Checkpoint>> {
+        self.raw_history(job)?
+            .into_iter()
+            .map(|c| self.upgrade(c))
+            .collect()
+    }
+
+    /// Every checkpoint of `job` as stored, oldest first.
+    pub(super) fn raw_history(&self, job: &str) -> Result<Vec<Checkpoint>> {
+        if self.index().get(job).is_none_or(|e| e.checkpoints == 0) {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        let log = &self.inner.log;
+        log.for_each_record(&mut |record| {
+            if record.header.kind != RecordKind::Checkpoint {
+                return Ok(());
+            }
+            let corrupt = |reason| log.corrupt(record.segment_id, record.offset, reason);
+            let body = decode_checkpoint_body(record.version, record.body)
+                .map_err(|e| corrupt(format!("record {}: {e}", record.header.seq)))?;
+            // Only this job's records are parsed further.
+            if body.job == job {
+                out.push(checkpoint_from(&record.header, body).map_err(corrupt)?);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Every job with at least one checkpoint, sorted by name.
+    pub fn jobs(&self) -> Result<Vec<JobSummary>> {
+        let mut entries: Vec<(String, JobEntry)> = self
+            .index()
+            .iter()
+            .filter(|(_, entry)| entry.latest.is_some())
+            .map(|(job, entry)| (job.clone(), entry.clone()))
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries
+            .into_iter()
+            .filter_map(|(job, entry)| entry.latest.map(|at| (job, entry, at)))
+            .map(|(job, entry, at)| {
+                let latest = self.read_checkpoint(at)?;
+                Ok(JobSummary {
+                    job,
+                    latest_seq: at.seq,
+                    phase: latest.phase,
+                    at: latest.at,
+                    checkpoints: entry.checkpoints,
+                    status: entry.state.status,
+                })
+            })
+            .collect()
+    }
+
+    fn check_names(&self, job: &str, phase: &str) -> Result<()> {
+        let options = &self.inner.options;
+        check_name("job name", job, options.max_job_name_bytes, false)?;
+        check_name("phase", phase, options.max_phase_bytes, true)
+    }
+}
+
+/// The current time at the precision of the log (microseconds), so the live index and a replay
+/// see the same instant.
+pub(super) fn now() -> DateTime<Utc> {
+    let micros = Utc::now().timestamp_micros();
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+/// Decodes a checked checkpoint record; an error says what was malformed.
+fn to_checkpoint(record: &RecordRef<'_>) -> Result<Checkpoint, String> {
+    let body = decode_checkpoint_body(record.version, record.body)
+        .map_err(|e| format!("record {}: {e}", record.header.seq))?;
+    checkpoint_from(&record.header, body)
+}
+
+/// Builds a checkpoint from a decoded record body; an error says what was malformed.
+fn checkpoint_from(header: &RecordHeader, body: CheckpointBody) -> Result<Checkpoint, String> {
+    let seq = header.seq;
+    let data = serde_json::from_slice(&body.data_json)
+        .map_err(|e| format!("record {seq}: checkpoint data is not JSON: {e}"))?;
+    let at = time_from_micros(body.at_micros).map_err(|e| format!("record {seq}: {e}"))?;
+    Ok(Checkpoint {
+        job: body.job,
+        seq,
+        phase: body.phase,
+        at,
+        version: body.data_version,
+        trigger: Trigger::from_code(body.trigger),
+        data,
+    })
+}
+
+/// Checks a job name or phase: within `limit` bytes, no control characters, and non-empty
+/// unless `may_be_empty`.
+pub(super) fn check_name(
+    what: &'static str,
+    value: &str,
+    limit: usize,
+    may_be_empty: bool,
+) -> Result<()> {
+    if value.is_empty() && !may_be_empty {
+        return Err(Error::invalid(what, "must not be empty"));
+    }
+    if value.len() > limit {
+        return Err(Error::invalid(
+            what,
+            format!("{} bytes, over the limit of {limit}", value.len()),
+        ));
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(Error::invalid(
+            what,
+            format!("contains the control character {c:?}"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! Job semantics on top of the log: job types, events, the folded job state, recovery
+//! planning and the migration dry run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::Store;
+use super::checkpoints::{check_name, now};
+use super::metrics::Counters;
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::format::{EventBody, RecordKind, encode_event_body};
+use crate::job::{
+    ErrorContext, JobEvent, JobState, JobType, RecoveryDecision, RetryPolicy, jitter_seed,
+    plan_recovery,
+};
+
+/// What the next run of a job should do, from [`Store::plan_recovery`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum RecoveryPlan {
+    /// No checkpoint: start from the beginning.
+    FreshStart,
+    /// The last run was interrupted (a crash left no outcome): continue from this checkpoint.
+    Resume(Checkpoint),
+    /// The last run failed and may be retried: wait `delay`, then run attempt `attempt`,
+    /// from `checkpoint` if there is one.
+    RetryWithBackoff {
+        /// The attempt number of the retry.
+        attempt: u32,
+        /// How long to wait first (exponential backoff with jitter, capped).
+        delay: Duration,
+        /// Where to continue from.
+        checkpoint: Option<Checkpoint>,
+    },
+    /// The last run finished cleanly: run normally.
+    Normal,
+    /// Do not run again: the retry budget is spent or the failure cannot be recovered from.
+    GiveUp {
+        /// Why, for the operator.
+        reason: String,
+    },
+}
+
+/// One checkpoint that would not pass the current migrations and validators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct MigrationFailure {
+    /// The job.
+    pub job: String,
+    /// The checkpoint's sequence number.
+    pub seq: u64,
+    /// The format version it was saved with.
+    pub version: u32,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// The result of [`Store::check_migrations`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct MigrationCheck {
+    /// Checkpoints checked (of jobs with a registered job type).
+    pub checked: u64,
+    /// Those that would fail.
+    pub failures: Vec<MigrationFailure>,
+}
+
+impl MigrationCheck {
+    /// True when every checkpoint passed.
+    pub fn is_ok(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+impl Store {
+    /// Registers the [`JobType`] of `job`: its validator, migrations and essential fields then
+    /// apply to the job's saves and reads. Registration lives in memory; register again after
+    /// every open (typically right after it).
+    pub fn register(&self, job: &str, job_type: JobType) -> Result<()> {
+        check_name(
+            "job name",
+            job,
+            self.inner.options.max_job_name_bytes,
+            false,
+        )?;
+        self.inner
+            .job_types
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(job.to_owned(), Arc::new(job_type));
+        Ok(())
+    }
+
+    /// The job type registered for `job`.
+    pub fn job_type(&self, job: &str) -> Option<Arc<JobType>> {
+        let types = self
+            .inner
+            .job_types
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        types.get(job).cloned()
+    }
+
+    /// Appends a job event and returns its sequence number; durable on return under
+    /// [`Durability::Sync`](crate::Durability::Sync). The helpers below cover the usual ones.
+    pub fn record(&self, job: &str, event: &JobEvent) -> Result<u64> {
+        self.check_writable()?;
+        check_name(
+            "job name",
+            job,
+            self.inner.options.max_job_name_bytes,
+            false,
+        )?;
+        let event_json = serde_json::to_vec(event).map_err(|source| Error::Serialize {
+            job: job.into(),
+            source,
+        })?;
+        let limit = self.inner.options.max_payload_bytes;
+        if event_json.len() as u64 > limit {
+            return Err(Error::PayloadTooLarge {
+                job: job.into(),
+                size_bytes: event_json.len() as u64,
+                limit_bytes: limit,
+            });
+        }
+        let time = now();
+        let body = EventBody {
+            job: job.into(),
+            at_micros: time.timestamp_micros(),
+            event_json,
+        };
+        let mut encoded = Vec::with_capacity(body.event_json.len() + job.len() + 32);
+        encode_event_body(&body, &mut encoded)
+            .map_err(|reason| Error::invalid("job event", reason))?;
+        let appended = self
+            .inner
+            .log
+            .append(RecordKind::JobEvent, &encoded, |appended| {
+                self.index_mut().event(job, appended.seq, time, event);
+            })?;
+        Counters::add(&self.inner.counters.events_recorded, 1);
+        Counters::add(&self.inner.counters.bytes_appended, encoded.len() as u64);
+        self.wait_durable(appended.seq)?;
+        Ok(appended.seq)
+    }
+
+    /// Records that a run of `job` started; returns its attempt number (1 for a first run,
+    /// one more than the failures since the last success for a retry).
+    pub fn start_run(&self, job: &str) -> Result<u32> {
+        let attempt = self.job(job).map_or(0, |state| state.retry_count) + 1;
+        self.record(job, &JobEvent::RunStarted { attempt })?;
+        Ok(attempt)
+    }
+
+    /// Records that the current run of `job` failed.
+    pub fn fail_run(&self, job: &str, error: &str, context: ErrorContext) -> Result<u64> {
+        self.record(
+            job,
+            &JobEvent::RunFailed {
+                error: error.into(),
+                context,
+            },
+        )
+    }
+
+    /// Records that the current run of `job` finished cleanly.
+    pub fn succeed_run(&self, job: &str) -> Result<u64> {
+        self.record(job, &JobEvent::RunSucceeded)
+    }
+
+    /// Sets the checkpoint of `job` aside for a full restart, and returns it: it stays in the
+    /// log for reference (and in [`JobState::cleared_checkpoint`]), but planning no longer
+    /// resumes from it.
+    pub fn clear_checkpoint(&self, job: &str, reason: &str) -> Result<Option<Checkpoint>> {
+        let reference = self.latest(job)?;
+        self.record(
+            job,
+            &JobEvent::CheckpointCleared {
+                reason: reason.into(),
+            },
+        )?;
+        Ok(reference)
+    }
+
+    /// Records that a retry of `job` is planned after `delay`.
+    pub fn schedule_retry(&self, job: &str, attempt: u32, delay: Duration) -> Result<u64> {
+        let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.record(job, &JobEvent::RetryScheduled { attempt, delay_ms })
+    }
+
+    /// The state of `job`, folded from its events (`None` for a job the store never saw).
+    /// A replay at open builds exactly the state the live process had.
+    pub fn job(&self, job: &str) -> Option<JobState> {
+        self.index().get(job).map(|entry| entry.state.clone())
+    }
+
+    /// Decides what the next run of `job` does, with the model platform's rules (see
+    /// [`plan_recovery`]): fresh start, resume, retry with backoff, normal run, or give up.
+    pub fn plan_recovery(&self, job: &str, policy: &RetryPolicy) -> Result<RecoveryPlan> {
+        let entry = self.index().get(job).cloned();
+        let Some(entry) = entry else {
+            return Ok(RecoveryPlan::FreshStart);
+        };
+        // The state's checkpoint is always the latest one saved (the index keeps them so).
+        let checkpoint = |seq: u64| -> Result<Checkpoint> {
+            match entry.latest {
+                Some(at) if at.seq == seq => self.read_checkpoint(at),
+                latest => Err(Error::invalid(
+                    "job state",
+                    format!("planned checkpoint {seq} of {job} is not its latest ({latest:?})"),
+                )),
+            }
+        };
+        Ok(
+            match plan_recovery(&entry.state, policy, jitter_seed(job)) {
+                RecoveryDecision::FreshStart => RecoveryPlan::FreshStart,
+                RecoveryDecision::Resume { checkpoint_seq } => {
+                    RecoveryPlan::Resume(checkpoint(checkpoint_seq)?)
+                }
+                RecoveryDecision::RetryWithBackoff {
+                    attempt,
+                    delay,
+                    checkpoint_seq,
+                } => RecoveryPlan::RetryWithBackoff {
+                    attempt,
+                    delay,
+                    checkpoint: checkpoint_seq.map(checkpoint).transpose()?,
+                },
+                RecoveryDecision::Normal => RecoveryPlan::Normal,
+                RecoveryDecision::GiveUp { reason } => RecoveryPlan::GiveUp { reason },
+            },
+        )
+    }
+
+    /// The deploy-time dry run: passes every retained checkpoint of every job with a registered
+    /// job type through its current migrations and validator (without the rules that compare
+    /// with the previous checkpoint), and reports which would fail. Changes nothing.
+    pub fn check_migrations(&self) -> Result<MigrationCheck> {
+        let jobs: Vec<String> = self
+            .inner
+            .job_types
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        let mut check = MigrationCheck::default();
+        for job in jobs {
+            let Some(job_type) = self.job_type(&job) else {
+                continue;
+            };
+            for checkpoint in self.raw_history(&job)? {
+                check.checked += 1;
+                let failure = |error: String| MigrationFailure {
+                    job: job.clone(),
+                    seq: checkpoint.seq,
+                    version: checkpoint.version,
+                    error,
+                };
+                match job_type.upgrade(checkpoint.version, checkpoint.data.clone()) {
+                    Err(e) => check.failures.push(failure(e.to_string())),
+                    Ok(data) => {
+                        if let Err(e) = job_type.validate(&checkpoint.phase, &data, None) {
+                            check.failures.push(failure(e.into_error(&job).to_string()));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(check)
+    }
+}

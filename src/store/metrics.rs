@@ -1,0 +1,86 @@
+//! Counters and gauges for monitoring a store.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Counters kept while a store is open.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub checkpoints_saved: AtomicU64,
+    pub events_recorded: AtomicU64,
+    pub validation_failures: AtomicU64,
+    pub compressed_saves: AtomicU64,
+    pub bytes_appended: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// A snapshot of a store's metrics and health, from [`Store::metrics`](crate::Store::metrics).
+/// Counters count since the store was opened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Checkpoints saved.
+    pub checkpoints_saved: u64,
+    /// Job events recorded.
+    pub events_recorded: u64,
+    /// Checkpoints refused by a job type's validation.
+    pub validation_failures: u64,
+    /// Checkpoints stored compressed.
+    pub compressed_saves: u64,
+    /// Bytes of records appended to the log.
+    pub bytes_appended: u64,
+    /// Jobs known to the store.
+    pub jobs: usize,
+    /// Segment files in use.
+    pub segments: usize,
+    /// Disk space taken by the segment files, in bytes (they are preallocated).
+    pub storage_bytes: u64,
+    /// The sequence number of the last record.
+    pub last_seq: u64,
+    /// Problems the recovery at open found (see the recovery report).
+    pub recovery_findings: usize,
+    /// Bytes the recovery at open discarded.
+    pub recovery_bytes_discarded: u64,
+    /// How long the recovery at open took, in microseconds.
+    pub recovery_duration_us: u64,
+    /// Why the store refuses writes, if it does (a failed sync or write).
+    pub poisoned: Option<String>,
+}
+
+impl Metrics {
+    /// True when the store accepts writes and recovery found nothing wrong.
+    pub fn is_healthy(&self) -> bool {
+        self.poisoned.is_none() && self.recovery_findings == 0
+    }
+}
+
+/// The parts of [`Metrics`] that come from the counters.
+pub(crate) struct CounterValues {
+    pub checkpoints_saved: u64,
+    pub events_recorded: u64,
+    pub validation_failures: u64,
+    pub compressed_saves: u64,
+    pub bytes_appended: u64,
+}
+
+impl Counters {
+    pub fn values(&self) -> CounterValues {
+        CounterValues {
+            checkpoints_saved: Counters::get(&self.checkpoints_saved),
+            events_recorded: Counters::get(&self.events_recorded),
+            validation_failures: Counters::get(&self.validation_failures),
+            compressed_saves: Counters::get(&self.compressed_saves),
+            bytes_appended: Counters::get(&self.bytes_appended),
+        }
+    }
+}

@@ -1,11 +1,12 @@
-//! Exhaustive crash tests on the simulated disk: a workload of saves (with segment rollovers
-//! and reopens) runs on a `SimDisk`; after every write, sync and directory operation the disk
+//! Exhaustive crash tests on the simulated disk: a workload of saves and job events (with
+//! segment rollovers and reopens) runs on a `SimDisk`; after every write, sync and directory operation the disk
 //! is crashed in several ways (unsynced data lost, kept, torn by sector, torn by page), the
 //! store is reopened on the crashed disk, and its state is checked against a model:
 //!
 //! - the store opens in the default recovery mode;
-//! - it holds exactly the first P saves of the workload, P at least the number of saves that
-//!   had returned Ok (all durable), at most one more (the save in flight);
+//! - it holds exactly the first P operations of the workload, P at least the number that had
+//!   returned Ok (all durable), at most one more (the one in flight): the checkpoints match
+//!   exactly, and every job's folded state equals the model's fold of the same operations;
 //! - if recovery changed any byte, its report says what it found;
 //! - the recovered store takes new saves and reopens clean.
 //!
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use cairn::testing::{self, CrashMode, SimDisk, Step};
-use cairn::{Options, Store};
+use cairn::{ErrorContext, JobEvent, JobState, JobStatus, Options, Store, Trigger};
 use serde_json::{Value, json};
 
 const DIR: &str = "/sim/store";
@@ -45,24 +46,117 @@ struct Save {
     data: Value,
 }
 
+/// One operation of the workload.
+#[derive(Debug, Clone, PartialEq)]
+enum Op {
+    Save(Save),
+    Event { job: String, event: JobEvent },
+}
+
+impl Op {
+    fn job(&self) -> &str {
+        match self {
+            Op::Save(save) => &save.job,
+            Op::Event { job, .. } => job,
+        }
+    }
+}
+
 /// What the workload has done so far, as the crash hook sees it.
 #[derive(Debug, Default)]
 struct Model {
-    /// Saves that returned Ok, with their sequence numbers.
-    acked: Vec<(u64, Save)>,
-    /// The save being performed, if any.
-    in_flight: Option<Save>,
+    /// Operations that returned Ok, with their sequence numbers.
+    acked: Vec<(u64, Op)>,
+    /// The operation being performed, if any.
+    in_flight: Option<Op>,
 }
 
-fn workload_save(i: u64, rng: &mut u64) -> Save {
+impl Model {
+    fn acked_saves(&self) -> Vec<(u64, Save)> {
+        self.acked
+            .iter()
+            .filter_map(|(seq, op)| match op {
+                Op::Save(save) => Some((*seq, save.clone())),
+                Op::Event { .. } => None,
+            })
+            .collect()
+    }
+}
+
+fn next(rng: &mut u64) -> u64 {
     *rng ^= *rng << 13;
     *rng ^= *rng >> 7;
     *rng ^= *rng << 17;
-    let pad = (*rng % 600) as usize;
-    Save {
-        job: format!("job{}", *rng % 3),
-        data: json!({"i": i, "cursor": format!("c{i}"), "pad": "x".repeat(pad)}),
+    *rng
+}
+
+fn workload_op(i: u64, rng: &mut u64) -> Op {
+    let job = format!("job{}", next(rng) % 3);
+    let event = match next(rng) % 10 {
+        0 => JobEvent::RunStarted { attempt: 1 },
+        1 => JobEvent::RunFailed {
+            error: format!("error {i}"),
+            context: ErrorContext::recoverable(),
+        },
+        2 => JobEvent::RunSucceeded,
+        3 if i % 5 == 0 => JobEvent::CheckpointCleared {
+            reason: format!("restart {i}"),
+        },
+        _ => {
+            let pad = (next(rng) % 600) as usize;
+            let data = json!({"i": i, "cursor": format!("c{i}"), "pad": "x".repeat(pad)});
+            return Op::Save(Save { job, data });
+        }
+    };
+    Op::Event { job, event }
+}
+
+/// The parts of a job's state that do not depend on clock readings.
+type Projection = (
+    JobStatus,
+    u32,
+    u32,
+    u64,
+    u64,
+    u64,
+    Option<(u64, String, Trigger)>,
+    Option<u64>,
+);
+
+fn projection(state: &JobState) -> Projection {
+    (
+        state.status,
+        state.retry_count,
+        state.attempt,
+        state.runs_started,
+        state.checkpoints_saved,
+        state.events_applied,
+        state
+            .latest_checkpoint
+            .as_ref()
+            .map(|c| (c.seq, c.phase.clone(), c.trigger)),
+        state.cleared_checkpoint.as_ref().map(|c| c.seq),
+    )
+}
+
+/// The model's fold of `ops` for `job`.
+fn model_state(job: &str, ops: &[(u64, Op)]) -> JobState {
+    let mut state = JobState::new(job);
+    let at = chrono::DateTime::UNIX_EPOCH;
+    for (seq, op) in ops.iter().filter(|(_, op)| op.job() == job) {
+        match op {
+            Op::Save(_) => state.apply(
+                *seq,
+                at,
+                &JobEvent::CheckpointSaved {
+                    phase: "extract".into(),
+                    trigger: Trigger::Manual,
+                },
+            ),
+            Op::Event { event, .. } => state.apply(*seq, at, event),
+        }
     }
+    state
 }
 
 /// Every checkpoint in the store, ordered by sequence number.
@@ -101,25 +195,45 @@ fn check_crash_state(crashed: &SimDisk, model: &Model, context: &str) {
     let store = testing::open(crashed, dir, options(), false)
         .unwrap_or_else(|e| panic!("{context}: the crashed store does not open: {e}"));
     let found = contents(&store);
-    let acked = model.acked.len();
+    let acked_saves = model.acked_saves();
+    let acked = acked_saves.len();
     assert!(
         found.len() >= acked,
-        "{context}: {} saves acknowledged, {} found",
-        acked,
+        "{context}: {acked} saves acknowledged, {} found",
         found.len()
     );
     assert_eq!(
         &found[..acked],
-        &model.acked[..],
+        &acked_saves[..],
         "{context}: acknowledged saves differ"
     );
+    let mut ops = model.acked.clone();
     match (found.len() - acked, &model.in_flight) {
         (0, _) => {}
-        (1, Some(save)) => assert_eq!(
-            &found[acked].1, save,
-            "{context}: the save in flight is wrong"
-        ),
+        (1, Some(Op::Save(save))) => {
+            assert_eq!(
+                &found[acked].1, save,
+                "{context}: the save in flight is wrong"
+            );
+            ops.push((found[acked].0, Op::Save(save.clone())));
+        }
         (extra, _) => panic!("{context}: {extra} saves found that were never made"),
+    }
+    for job in ["job0", "job1", "job2"] {
+        let found = store.job(job).map(|state| projection(&state));
+        let expected = |ops: &[(u64, Op)]| {
+            let state = model_state(job, ops);
+            (state.events_applied > 0).then(|| projection(&state))
+        };
+        let mut with_in_flight = ops.clone();
+        if let Some(op @ Op::Event { .. }) = &model.in_flight {
+            with_in_flight.push((u64::MAX, op.clone()));
+        }
+        assert!(
+            found == expected(&ops) || found == expected(&with_in_flight),
+            "{context}: state of {job} is {found:?}, expected {:?}",
+            expected(&ops)
+        );
     }
     let after = segment_bytes(crashed);
     let report = store.recovery_report().clone();
@@ -168,7 +282,7 @@ fn every_crash_point_recovers_a_prefix_holding_every_acknowledged_save() {
                     "seed {seed} step {step_no} ({step:?}) mode {mode:?} crash seed {crash_seed}, \
                      {} acked, in flight {:?}",
                     model.acked.len(),
-                    model.in_flight.as_ref().map(|s| &s.job)
+                    model.in_flight.as_ref().map(Op::job)
                 );
                 check_crash_state(&crashed, &model, &context);
                 *explored.lock().unwrap() += 1;
@@ -183,16 +297,17 @@ fn every_crash_point_recovers_a_prefix_holding_every_acknowledged_save() {
             drop(store.take());
             store = Some(testing::open(&disk, Path::new(DIR), options(), false).unwrap());
         }
-        let save = workload_save(i, &mut rng);
-        model.lock().unwrap().in_flight = Some(save.clone());
-        let seq = store
-            .as_ref()
-            .unwrap()
-            .save(&save.job, "extract", &save.data)
-            .unwrap();
+        let op = workload_op(i, &mut rng);
+        model.lock().unwrap().in_flight = Some(op.clone());
+        let store_ref = store.as_ref().unwrap();
+        let seq = match &op {
+            Op::Save(save) => store_ref.save(&save.job, "extract", &save.data),
+            Op::Event { job, event } => store_ref.record(job, event),
+        }
+        .unwrap();
         let mut model = model.lock().unwrap();
         model.in_flight = None;
-        model.acked.push((seq, save));
+        model.acked.push((seq, op));
     }
     disk.clear_hook();
     let store = store.unwrap();
@@ -203,7 +318,7 @@ fn every_crash_point_recovers_a_prefix_holding_every_acknowledged_save() {
     );
     let explored = *explored.lock().unwrap();
     eprintln!(
-        "crash states explored: {explored} (seed {seed}, {saves} saves, {} segments)",
+        "crash states explored: {explored} (seed {seed}, {saves} operations, {} segments)",
         store.segment_count()
     );
     assert!(

@@ -162,7 +162,10 @@ fn put_then_get_round_trips_with_exact_json_fields() {
         .map(String::as_str)
         .collect();
     // The contract's six fields, extended (never renamed) with the save's trigger.
-    assert_eq!(fields, ["at", "data", "job", "phase", "seq", "trigger", "version"]);
+    assert_eq!(
+        fields,
+        ["at", "data", "job", "phase", "seq", "trigger", "version"]
+    );
     assert_eq!(checkpoint["trigger"], "manual");
     assert_eq!(checkpoint["job"], "github_sync");
     assert_eq!(checkpoint["seq"], 1);
@@ -683,4 +686,53 @@ fn usage_errors_exit_2() {
         assert!(!refused.stderr.is_empty(), "{args:?}");
     }
     assert!(!dir.exists(), "a usage error must not create the store");
+}
+
+/// Runs `command` without the rights to the store: as user `nobody` when the tests run as
+/// root (root ignores permission bits), otherwise with the store directory made unreadable.
+fn without_permission(dir: &Path, command: &mut Command) -> Run {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = dir.parent().expect("store has a parent");
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let running_as_root = std::fs::metadata("/proc/self").map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    });
+    let run_result = if running_as_root.unwrap_or(false) {
+        let mut dropped = Command::new("setpriv");
+        dropped
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(command.get_program())
+            .args(command.get_args())
+            .env_remove("CAIRN_DIR")
+            .env_remove("CAIRN_LOG");
+        run(&mut dropped)
+    } else {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+        let result = run(command);
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).expect("chmod back");
+        result
+    };
+    run_result
+}
+
+#[test]
+fn no_permission_is_a_clear_error_and_loses_nothing() {
+    let (_temp, dir) = store_dir();
+    let seq = put(&dir, "job", "p", &json!({"n": 1}));
+    let before = snapshot(&dir);
+    for args in [
+        vec!["put", "job", "--phase", "p", "--data", "2"],
+        vec!["get", "job"],
+        vec!["verify"],
+    ] {
+        let failed = without_permission(&dir, cairn(&dir).args(&args)).expect(1);
+        assert!(
+            failed.stderr.contains("ermission denied"),
+            "{args:?}: {failed:?}"
+        );
+    }
+    assert_eq!(snapshot(&dir), before, "nothing may change");
+    let got = run(cairn(&dir).args(["get", "job", "--json"])).expect(0);
+    assert_eq!(got.json()["seq"], seq);
 }

@@ -2,9 +2,10 @@
 //! itself as a child whose threads save concurrently (sharing syncs through group commit) and
 //! print an acknowledgement for every save that returned; the parent kills the child with
 //! SIGKILL at a random moment, reopens the store, and checks that every acknowledged save is
-//! there, intact. Rounds accumulate in one store, so each recovery starts from the last one.
+//! there, intact. Rounds accumulate in a store for 25 rounds, so each recovery starts from the
+//! last one; then a fresh store starts (checking grows with the store).
 //!
-//! `CAIRN_KILL9_THREADS_ROUNDS` sets the number of rounds (default 30); `CAIRN_KILL9_SEED`
+//! `CAIRN_KILL9_THREADS_ROUNDS` sets the number of rounds (default 100); `CAIRN_KILL9_SEED`
 //! replays a run.
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use serde_json::json;
 const CHILD_DIR_ENV: &str = "CAIRN_KILL9_CHILD_DIR";
 const CHILD_ROUND_ENV: &str = "CAIRN_KILL9_CHILD_ROUND";
 const WRITER_THREADS: u64 = 4;
+const ROUNDS_PER_STORE: u64 = 25;
 
 fn options() -> Options {
     Options::default().segment_size(64 * 1024)
@@ -111,7 +113,7 @@ fn every_acknowledged_save_of_a_multithreaded_process_survives_sigkill() {
     let rounds: u64 = std::env::var("CAIRN_KILL9_THREADS_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(30);
+        .unwrap_or(100);
     let seed: u64 = std::env::var("CAIRN_KILL9_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -121,21 +123,29 @@ fn every_acknowledged_save_of_a_multithreaded_process_survives_sigkill() {
                 .map_or(1, |d| d.as_nanos() as u64)
         });
     let mut rng = seed | 1;
-    let dir = tempfile::tempdir().expect("tempdir");
-    Store::open_with(dir.path(), options())
-        .expect("create the store")
-        .close()
-        .expect("close");
+    let temp = tempfile::tempdir().expect("tempdir");
+    let mut dir = temp.path().to_path_buf();
     let mut acked: Vec<Ack> = Vec::new();
+    let mut acked_total = 0;
     for round in 0..rounds {
+        if round % ROUNDS_PER_STORE == 0 {
+            dir = temp.path().join(format!("store{round}"));
+            Store::open_with(&dir, options())
+                .expect("create the store")
+                .close()
+                .expect("close");
+            acked.clear();
+        }
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
         let delay = Duration::from_millis(30 + rng % 120);
-        acked.extend(run_child(dir.path(), round, delay));
+        let new_acks = run_child(&dir, round, delay);
+        acked_total += new_acks.len();
+        acked.extend(new_acks);
         let context = format!("round {round}, seed {seed} (CAIRN_KILL9_SEED to replay)");
-        let store = Store::open_with(dir.path(), options())
-            .unwrap_or_else(|e| panic!("{context}: reopen: {e}"));
+        let store =
+            Store::open_with(&dir, options()).unwrap_or_else(|e| panic!("{context}: reopen: {e}"));
         let mut by_seq = HashMap::new();
         for t in 0..WRITER_THREADS {
             let history = store.history(&format!("writer{t}")).unwrap();
@@ -157,11 +167,11 @@ fn every_acknowledged_save_of_a_multithreaded_process_survives_sigkill() {
         }
     }
     eprintln!(
-        "kill9_threads: {rounds} rounds, {} acknowledged saves from {WRITER_THREADS} threads all present (seed {seed})",
-        acked.len()
+        "kill9_threads: {rounds} rounds, {acked_total} acknowledged saves from {WRITER_THREADS} \
+         threads all present (seed {seed})"
     );
     assert!(
-        acked.len() as u64 > rounds,
+        acked_total as u64 > rounds,
         "the children must get some saves acknowledged"
     );
 }

@@ -698,7 +698,7 @@ fn without_permission(dir: &Path, command: &mut Command) -> Run {
         use std::os::unix::fs::MetadataExt;
         m.uid() == 0
     });
-    let run_result = if running_as_root.unwrap_or(false) {
+    if running_as_root.unwrap_or(false) {
         let mut dropped = Command::new("setpriv");
         dropped
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
@@ -712,8 +712,7 @@ fn without_permission(dir: &Path, command: &mut Command) -> Run {
         let result = run(command);
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).expect("chmod back");
         result
-    };
-    run_result
+    }
 }
 
 #[test]

@@ -28,6 +28,11 @@ pub use options::{
 };
 pub use store::{JobSummary, Metrics, MigrationCheck, MigrationFailure, RecoveryPlan, Store};
 
+// The Rust examples in docs/ are compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/JOBS.md")]
+struct JobsGuideDoctests;
+
 /// Test support: a simulated disk with crash states and fault injection, and a way to open a
 /// store on it. Enabled by the `testing` feature, which cairn's own tests and fuzz targets
 /// turn on; not part of the stable API.

@@ -225,7 +225,8 @@ impl Options {
     /// segment header and the seal record that ends a full segment.
     pub(crate) fn max_record_body_bytes(&self) -> u64 {
         let overhead = (SEGMENT_HEADER_LEN + 2 * RECORD_HEADER_LEN + 8) as u64;
-        self.segment_size_bytes.saturating_sub(overhead)
+        let fits_a_segment = self.segment_size_bytes.saturating_sub(overhead);
+        fits_a_segment.min(u64::from(crate::format::MAX_RECORD_BODY_BYTES))
     }
 }
 

@@ -99,7 +99,7 @@ fn workload_op(i: u64, rng: &mut u64) -> Op {
             context: ErrorContext::recoverable(),
         },
         2 => JobEvent::RunSucceeded,
-        3 if i % 5 == 0 => JobEvent::CheckpointCleared {
+        3 if i.is_multiple_of(5) => JobEvent::CheckpointCleared {
             reason: format!("restart {i}"),
         },
         _ => {

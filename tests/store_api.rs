@@ -8,6 +8,20 @@ use cairn::{Durability, Error, Options, RecoveryMode, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+/// A string of `len` pseudo-random letters: checkpoint data that compression cannot shrink
+/// below the limits under test.
+fn incompressible(len: usize) -> String {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'a' + (state % 26) as u8)
+        })
+        .collect()
+}
+
 fn small_segments() -> Options {
     Options::default().segment_size(64 * 1024)
 }
@@ -230,7 +244,7 @@ fn limits_and_bad_input_write_nothing() {
     );
     assert_refused(&store, store.save("job", &"p".repeat(129), &1), "phase");
     assert_refused(&store, store.save("job", "p\t", &1), "phase");
-    let huge = "x".repeat(1024 * 1024);
+    let huge = incompressible(1024 * 1024);
     assert_refused(
         &store,
         store.save("job", "p", &huge),
@@ -252,12 +266,12 @@ fn limits_and_bad_input_write_nothing() {
 fn small_segments_lower_the_payload_limit_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_with(dir.path(), small_segments()).unwrap();
-    let result = store.save("job", "p", &"x".repeat(70 * 1024));
+    let result = store.save("job", "p", &incompressible(70 * 1024));
     assert!(
         matches!(result, Err(Error::PayloadTooLarge { limit_bytes, .. }) if limit_bytes < 64 * 1024),
         "{result:?}"
     );
-    let fits = "x".repeat(60 * 1024);
+    let fits = incompressible(60 * 1024);
     store
         .save("job", "p", &fits)
         .expect("a payload that fits a segment is accepted");

@@ -109,11 +109,14 @@ pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, Heade
     }
     let field = |r: Option<u64>| r.ok_or(HeaderError::TooShort);
     let version = read_u16(bytes, VERSION_OFFSET).ok_or(HeaderError::TooShort)?;
-    if version > FORMAT_VERSION {
-        return Err(HeaderError::UnsupportedVersion(version));
-    }
     let stored_crc = read_u32(bytes, HEADER_CRC_OFFSET).ok_or(HeaderError::TooShort)?;
     let actual_crc = crc32fast::hash(bytes.get(..HEADER_CRC_OFFSET).unwrap_or_default());
+    // Every format version keeps the magic, the version and the header checksum where they
+    // are, so a newer header still checks out here, while a bit flip in the version field
+    // does not: damage is never mistaken for a file from the future.
+    if version > FORMAT_VERSION && stored_crc == actual_crc {
+        return Err(HeaderError::UnsupportedVersion(version));
+    }
     if stored_crc != actual_crc {
         return Err(HeaderError::Damaged(format!(
             "header checksum mismatch (stored {stored_crc:#010x}, computed {actual_crc:#010x})"
@@ -192,10 +195,22 @@ mod tests {
     fn newer_version_is_reported_as_such() {
         let mut bytes = encode_segment_header(&sample());
         bytes[VERSION_OFFSET..VERSION_OFFSET + 2].copy_from_slice(&3u16.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[..HEADER_CRC_OFFSET]);
+        bytes[HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(
             decode_segment_header(&bytes),
             Err(HeaderError::UnsupportedVersion(3))
         );
+    }
+
+    #[test]
+    fn a_flipped_version_bit_is_damage_not_a_newer_format() {
+        let mut bytes = encode_segment_header(&sample());
+        bytes[VERSION_OFFSET] ^= 0x04;
+        assert!(matches!(
+            decode_segment_header(&bytes),
+            Err(HeaderError::Damaged(_))
+        ));
     }
 
     #[test]

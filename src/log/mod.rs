@@ -82,7 +82,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Log {
     /// Checks (or, for a writer, creates) the store directory and its marker file.
-    pub fn prepare_dir(storage: &dyn Storage, dir: &Path, writable: bool) -> Result<()> {
+    ///
+    /// Returns the store's format version as the marker says (this build's for a new store).
+    pub fn prepare_dir(storage: &dyn Storage, dir: &Path, writable: bool) -> Result<u16> {
         let not_a_store = |reason: &str| Error::NotAStore {
             path: dir.to_path_buf(),
             reason: reason.into(),
@@ -116,27 +118,29 @@ impl Log {
             .read_small_file(&marker)
             .map_err(|e| Error::io("read marker file", &marker, e))?
         {
-            Some(bytes) if check_marker(&marker, &bytes)? < FORMAT_VERSION && writable => {
-                // This build writes segments older readers cannot read: say so in the marker.
-                storage
-                    .write_small_file(
-                        &marker,
-                        format!("{MARKER_PREFIX}{FORMAT_VERSION}\n").as_bytes(),
-                    )
-                    .map_err(|e| Error::io("write marker file", &marker, e))
+            Some(bytes) => check_marker(&marker, &bytes),
+            None if empty && writable => {
+                Log::write_marker(storage, dir)?;
+                Ok(FORMAT_VERSION)
             }
-            Some(_) => Ok(()),
-            None if empty && writable => storage
-                .write_small_file(
-                    &marker,
-                    format!("{MARKER_PREFIX}{FORMAT_VERSION}\n").as_bytes(),
-                )
-                .map_err(|e| Error::io("write marker file", &marker, e)),
             None if empty => Err(not_a_store("the directory is empty")),
             None => Err(not_a_store(
                 "the directory is not empty and has no CAIRN marker file; refusing to touch it",
             )),
         }
+    }
+
+    /// Writes the marker of a store of this build's format version. A writer calls it for a
+    /// new store, and once recovery has accepted an older store: this build writes segments
+    /// that older readers cannot read, and the marker says so.
+    pub fn write_marker(storage: &dyn Storage, dir: &Path) -> Result<()> {
+        let marker = dir.join(MARKER_FILE);
+        storage
+            .write_small_file(
+                &marker,
+                format!("{MARKER_PREFIX}{FORMAT_VERSION}\n").as_bytes(),
+            )
+            .map_err(|e| Error::io("write marker file", &marker, e))
     }
 
     /// Opens the log: recovery, then (for a writer) positioning after the last valid record.

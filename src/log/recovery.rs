@@ -79,7 +79,7 @@ fn list(storage: &dyn Storage, dir: &Path, report: &mut RecoveryReport) -> Resul
             listing.segments.push((id, entry.path));
         } else if entry.name.ends_with(CREATING_SUFFIX) {
             listing.leftovers.push(entry.path);
-        } else if entry.name.ends_with(DISCARDED_SUFFIX) {
+        } else if entry.name.contains(DISCARDED_SUFFIX) {
             report.notes.push(format!(
                 "{} was set aside by an earlier recovery",
                 entry.name
@@ -151,7 +151,7 @@ pub(crate) fn recover(
     let mut repairs = Repairs::default();
     for leftover in &listing.leftovers {
         report.notes.push(format!(
-            "removed {} left by an interrupted segment creation",
+            "{} is left by an interrupted segment creation (a writer removes it)",
             leftover.display()
         ));
         repairs.remove.push(leftover.clone());
@@ -185,7 +185,7 @@ pub(crate) fn recover(
             Ok(segment) => segment,
             Err(reason) if is_last && blank && pass.mode != RecoveryMode::AbsoluteConsistency => {
                 pass.report.notes.push(format!(
-                    "removed {}: an empty segment file with no header ({reason})",
+                    "{}: an empty segment file with no header ({reason}); a writer removes it",
                     path.display()
                 ));
                 repairs.remove.push(path);
@@ -221,7 +221,7 @@ pub(crate) fn recover(
             && let Some((_, (next_path, _, _))) = iter.next()
         {
             pass.report.notes.push(format!(
-                "removed {}: an empty segment left by an interrupted rollover",
+                "{}: an empty segment left by an interrupted rollover; a writer removes it",
                 next_path.display()
             ));
             repairs.remove.push(next_path);
@@ -331,7 +331,7 @@ impl Pass {
 
     fn set_aside(&mut self, path: &Path, repairs: &mut Repairs) {
         self.report.notes.push(format!(
-            "set aside {} (after the point-in-time recovery point)",
+            "{} is after the point-in-time recovery point; a writer sets it aside",
             path.display()
         ));
         repairs.set_aside.push(path.to_path_buf());
@@ -390,20 +390,9 @@ impl Pass {
         segment.publish(outcome.valid_end);
         self.report.records_scanned += outcome.records;
         self.report.bytes_scanned += outcome.record_bytes;
-        for damage in &outcome.damage {
-            self.damage(
-                &segment.path,
-                damage.offset,
-                damage.len_bytes,
-                damage.kind,
-                damage.detail.clone(),
-            )?;
-            if self.stopped {
-                break;
-            }
-        }
+        // A cut-off file explains the damage at its end: report the cause first.
         let file_len = segment.file.len();
-        if file_len < segment.header.segment_len && !self.stopped {
+        if file_len < segment.header.segment_len {
             self.damage(
                 &segment.path,
                 file_len,
@@ -413,6 +402,18 @@ impl Pass {
                     "file is {file_len} bytes, its header says {}",
                     segment.header.segment_len
                 ),
+            )?;
+        }
+        for damage in &outcome.damage {
+            if self.stopped {
+                break;
+            }
+            self.damage(
+                &segment.path,
+                damage.offset,
+                damage.len_bytes,
+                damage.kind,
+                damage.detail.clone(),
             )?;
         }
         if !outcome.sealed && !is_last && !self.stopped {
@@ -468,7 +469,13 @@ fn apply_repairs(
     }
     for path in &repairs.set_aside {
         let mut name = path.as_os_str().to_owned();
-        name.push(DISCARDED_SUFFIX.trim_start_matches(".seg"));
+        // A unique name: ids set aside once are reused by new segments, which may be set
+        // aside again later.
+        let stamp = chrono::Utc::now().timestamp_micros();
+        name.push(format!(
+            "{}-{stamp}",
+            DISCARDED_SUFFIX.trim_start_matches(".seg")
+        ));
         storage
             .rename(path, Path::new(&name))
             .map_err(|e| Error::io("set aside segment", path, e))?;

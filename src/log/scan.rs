@@ -182,6 +182,12 @@ fn next_record(segment: &Segment, pos: u64, expected: u64, usable: u64) -> Step 
     if !check_record(salt, record) {
         return Step::Bad(format!("record {} checksum mismatch", header.seq));
     }
+    if header.kind == RecordKind::JobEvent && segment.header.version < 2 {
+        return Step::Bad(format!(
+            "record {} is a job event in a format 1 segment",
+            header.seq
+        ));
+    }
     if header.seq != expected {
         return Step::Bad(format!(
             "sequence number {} where {expected} was expected",

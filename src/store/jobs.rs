@@ -135,6 +135,14 @@ impl Store {
         let mut encoded = Vec::with_capacity(body.event_json.len() + job.len() + 32);
         encode_event_body(&body, &mut encoded)
             .map_err(|reason| Error::invalid("job event", reason))?;
+        let max_body = self.inner.options.max_record_body_bytes();
+        if encoded.len() as u64 > max_body {
+            return Err(Error::PayloadTooLarge {
+                job: job.into(),
+                size_bytes: encoded.len() as u64,
+                limit_bytes: max_body,
+            });
+        }
         let appended = self
             .inner
             .log

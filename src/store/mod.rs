@@ -115,7 +115,7 @@ impl Store {
         read_only: bool,
     ) -> Result<Store> {
         options.validate()?;
-        Log::prepare_dir(storage.as_ref(), dir, !read_only)?;
+        let store_version = Log::prepare_dir(storage.as_ref(), dir, !read_only)?;
         let lock = if read_only {
             None
         } else {
@@ -124,12 +124,15 @@ impl Store {
         let mut index = Index::default();
         let segment_size = (!read_only).then_some(options.segment_size_bytes);
         let (log, report) = Log::open(
-            storage,
+            storage.clone(),
             dir,
             options.recovery,
             segment_size,
             &mut |record| index.replay(record),
         )?;
+        if !read_only && store_version < crate::format::FORMAT_VERSION {
+            Log::write_marker(storage.as_ref(), dir)?;
+        }
         log_report(dir, &report);
         let log = Arc::new(log);
         let flusher = match (read_only, options.durability) {

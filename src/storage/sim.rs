@@ -181,6 +181,19 @@ fn not_found(path: &Path) -> io::Error {
     )
 }
 
+/// Counts a file creation or extension, failing it with ENOSPC when a fault is due.
+fn allocate(state: &mut DiskState) -> io::Result<()> {
+    state.creates += 1;
+    let count = state.creates;
+    match take_fault(
+        &mut state.faults,
+        |f| matches!(f, Fault::NoSpace(n) if *n == count),
+    ) {
+        Some(_) => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
+        None => Ok(()),
+    }
+}
+
 /// Takes the fault due at this count, if any.
 fn take_fault(faults: &mut Vec<Fault>, matches: impl Fn(&Fault) -> bool) -> Option<Fault> {
     let index = faults.iter().position(matches)?;
@@ -508,16 +521,7 @@ impl Storage for SimDisk {
     fn create_segment(&self, path: &Path, len: u64) -> io::Result<Box<dyn SegmentFile>> {
         let live = {
             let mut state = self.state();
-            state.creates += 1;
-            let count = state.creates;
-            if take_fault(
-                &mut state.faults,
-                |f| matches!(f, Fault::NoSpace(n) if *n == count),
-            )
-            .is_some()
-            {
-                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-            }
+            allocate(&mut state)?;
             if state.live_names.contains_key(path) {
                 return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
             }
@@ -563,16 +567,7 @@ impl Storage for SimDisk {
 
     fn extend_file(&self, path: &Path, len: u64) -> io::Result<()> {
         let mut state = self.state();
-        state.creates += 1;
-        let count = state.creates;
-        if take_fault(
-            &mut state.faults,
-            |f| matches!(f, Fault::NoSpace(n) if *n == count),
-        )
-        .is_some()
-        {
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-        }
+        allocate(&mut state)?;
         let id = *state.live_names.get(path).ok_or_else(|| not_found(path))?;
         let file = state.files.get_mut(&id).ok_or_else(|| not_found(path))?;
         let mut bytes = file.live.to_vec();

@@ -239,9 +239,18 @@ impl Store {
     }
 
     fn check_names(&self, job: &str, phase: &str) -> Result<()> {
-        let options = &self.inner.options;
-        check_name("job name", job, options.max_job_name_bytes, false)?;
-        check_name("phase", phase, options.max_phase_bytes, true)
+        self.check_job_name(job)?;
+        check_name("phase", phase, self.inner.options.max_phase_bytes, true)
+    }
+
+    /// Checks a job name against the limits.
+    pub(super) fn check_job_name(&self, job: &str) -> Result<()> {
+        check_name(
+            "job name",
+            job,
+            self.inner.options.max_job_name_bytes,
+            false,
+        )
     }
 }
 
@@ -278,12 +287,7 @@ fn checkpoint_from(header: &RecordHeader, body: CheckpointBody) -> Result<Checkp
 
 /// Checks a job name or phase: within `limit` bytes, no control characters, and non-empty
 /// unless `may_be_empty`.
-pub(super) fn check_name(
-    what: &'static str,
-    value: &str,
-    limit: usize,
-    may_be_empty: bool,
-) -> Result<()> {
+fn check_name(what: &'static str, value: &str, limit: usize, may_be_empty: bool) -> Result<()> {
     if value.is_empty() && !may_be_empty {
         return Err(Error::invalid(what, "must not be empty"));
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Store;
-use super::checkpoints::{check_name, now};
+use super::checkpoints::now;
 use super::metrics::Counters;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
@@ -80,12 +80,7 @@ impl Store {
     /// apply to the job's saves and reads. Registration lives in memory; register again after
     /// every open (typically right after it).
     pub fn register(&self, job: &str, job_type: JobType) -> Result<()> {
-        check_name(
-            "job name",
-            job,
-            self.inner.options.max_job_name_bytes,
-            false,
-        )?;
+        self.check_job_name(job)?;
         self.inner
             .job_types
             .write()
@@ -108,12 +103,7 @@ impl Store {
     /// [`Durability::Sync`](crate::Durability::Sync). The helpers below cover the usual ones.
     pub fn record(&self, job: &str, event: &JobEvent) -> Result<u64> {
         self.check_writable()?;
-        check_name(
-            "job name",
-            job,
-            self.inner.options.max_job_name_bytes,
-            false,
-        )?;
+        self.check_job_name(job)?;
         let event_json = serde_json::to_vec(event).map_err(|source| Error::Serialize {
             job: job.into(),
             source,

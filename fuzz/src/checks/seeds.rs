@@ -1,0 +1,166 @@
+//! Seed inputs for each target: small, valid scenarios from which the fuzzer starts, written
+//! to `fuzz/corpus/<target>/seed-*` by `CAIRN_FUZZ_WRITE_SEEDS=1 cargo test --test
+//! fuzz_corpus` (see docs/FUZZING.md). The stable test also runs them directly.
+
+use std::path::Path;
+
+use cairn::testing::{self, SimDisk};
+use serde_json::json;
+
+use super::format::{KIND_SEAL, RecordHeader};
+use super::image::{self, segment_name};
+
+/// The seeds of `target`, named.
+pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+    match target {
+        "decode_record" => decode_record(),
+        "open_segments" => open_segments(),
+        "ops" => ops(),
+        _ => panic!("no target {target}"),
+    }
+}
+
+fn decode_record() -> Vec<(String, Vec<u8>)> {
+    let salt: u32 = 0x1234_5678;
+    let framed = |flags: u8, record: &[u8]| {
+        let mut input = vec![flags];
+        input.extend_from_slice(&salt.to_le_bytes());
+        input.extend_from_slice(record);
+        input
+    };
+    let checkpoint =
+        testing::encode_checkpoint_record(salt, 7, "github_sync", br#"{"cursor":"Y3Vy"}"#);
+    let empty_job = testing::encode_checkpoint_record(salt, 1, "", b"null");
+    let seal = RecordHeader {
+        seq: 9,
+        durable_seq: 8,
+        body_len: 0,
+        kind: KIND_SEAL,
+    }
+    .encode(salt, &[]);
+    let mut trailing = checkpoint.clone();
+    trailing.extend_from_slice(&[0xaa; 13]);
+    vec![
+        ("seed-checkpoint".into(), framed(0, &checkpoint)),
+        ("seed-empty-job".into(), framed(0, &empty_job)),
+        ("seed-seal".into(), framed(0, &seal)),
+        ("seed-trailing-bytes".into(), framed(0, &trailing)),
+        ("seed-fixup-checkpoint".into(), framed(1, &checkpoint)),
+        ("seed-fixup-zeros".into(), framed(1, &[0; 40])),
+    ]
+}
+
+fn open_segments() -> Vec<(String, Vec<u8>)> {
+    // Variant 0: (segment count - 1), then per segment a count byte and (kind, pad) per record,
+    // then damage ops.
+    let one_segment = vec![0, 0, 3, 0, 1, 1, 20, 2, 3];
+    let three_segments = [
+        vec![0, 2],
+        vec![0x42, 0, 4, 1, 5], // version 1, two checkpoints, sealed
+        vec![3, 0x80, 9, 0x41, 2, 0x16, 3], // compressed, job event, trigger 5
+        vec![0x82, 3, 40, 2, 1], // sealed last segment
+    ]
+    .concat();
+    let with = |base: &[u8], damage: &[u8]| [base, damage].concat();
+    // Variant 1: flags 0 everywhere gives the valid log; then a few overrides.
+    let semantic = vec![1, 1, 2, 0, 0, 1, 0, 1, 2, 0, 3, 0, 0, 2, 0, 0];
+    let mut semantic_durable = vec![1, 0, 3, 0, 0, 1, 0, 1, 2, 4];
+    semantic_durable.extend_from_slice(&[0; 8]);
+    semantic_durable.extend_from_slice(&[3, 2, 3, 0]);
+    vec![
+        ("seed-valid-one-segment".into(), one_segment.clone()),
+        ("seed-valid-three-segments".into(), three_segments.clone()),
+        // xor a byte of segment 2 at 0x60, in a record header
+        (
+            "seed-flipped-byte".into(),
+            with(&three_segments, &[0, 1, 0x60, 0x00, 0x04]),
+        ),
+        // cut segment 1 at 256 bytes
+        (
+            "seed-truncated".into(),
+            with(&one_segment, &[3, 0, 0x00, 0x01]),
+        ),
+        (
+            "seed-removed-segment".into(),
+            with(&three_segments, &[4, 1]),
+        ),
+        ("seed-semantic".into(), semantic),
+        ("seed-semantic-durable-seq".into(), semantic_durable),
+        ("seed-raw-real-store".into(), raw_real_store()),
+    ]
+}
+
+/// Variant 2 input holding the segments of a store written by cairn itself, trimmed of their
+/// trailing zeros and zero-filled back to the segment size when opened.
+fn raw_real_store() -> Vec<u8> {
+    let disk = SimDisk::new();
+    let dir = Path::new("/seed/store");
+    let store = testing::open(
+        &disk,
+        dir,
+        image::options(cairn::RecoveryMode::TolerateTornTail),
+        false,
+    )
+    .expect("opens");
+    for i in 0..40u64 {
+        let pad = "s".repeat((i as usize % 5) * 500);
+        store
+            .save(
+                &format!("job{}", i % 3),
+                "extract",
+                &json!({"i": i, "pad": pad}),
+            )
+            .expect("saves");
+    }
+    drop(store);
+    let mut files: Vec<Vec<u8>> = (1..)
+        .map_while(|id| disk.read_file(&dir.join(segment_name(id))))
+        .collect();
+    files.truncate(3);
+    let mut input = vec![2, (files.len() - 1) as u8];
+    for mut bytes in files {
+        let used = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        bytes.truncate(used);
+        input.push(1);
+        input.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+        input.extend_from_slice(&bytes);
+    }
+    input
+}
+
+fn ops() -> Vec<(String, Vec<u8>)> {
+    // Op bytes: 0..=3 save (job in bits 3..5, then a pad byte), 4 reopen, 5 crash (mode byte,
+    // two seed bytes), 6 fault (n byte, kind byte), 7 check.
+    let saves = |n: u8| {
+        (0..n)
+            .flat_map(|i| [i << 3, i.wrapping_mul(37)])
+            .collect::<Vec<u8>>()
+    };
+    let mut crash_each_mode = Vec::new();
+    for mode in 0..4u8 {
+        crash_each_mode.extend(saves(6));
+        crash_each_mode.extend_from_slice(&[5, mode, 7, 0, 7]);
+    }
+    let mut rollover = saves(30);
+    rollover.extend_from_slice(&[4, 7]);
+    rollover.extend(saves(30));
+    rollover.extend_from_slice(&[5, 2, 1, 0, 7]);
+    let mut faults = Vec::new();
+    for kind in 0..4u8 {
+        faults.extend(saves(3));
+        faults.extend_from_slice(&[6, 1, kind]);
+        faults.extend(saves(4));
+        faults.extend_from_slice(&[7, 4, 7]);
+    }
+    let mut fault_then_crash = saves(5);
+    fault_then_crash.extend_from_slice(&[6, 0, 2]);
+    fault_then_crash.extend(saves(3));
+    fault_then_crash.extend_from_slice(&[5, 0, 9, 0, 7]);
+    vec![
+        ("seed-saves-and-check".into(), [saves(10), vec![7]].concat()),
+        ("seed-crash-each-mode".into(), crash_each_mode),
+        ("seed-rollover-reopen-crash".into(), rollover),
+        ("seed-each-fault".into(), faults),
+        ("seed-failed-sync-then-crash".into(), fault_then_crash),
+    ]
+}

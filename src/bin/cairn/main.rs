@@ -5,6 +5,7 @@
 //! starts with `cairn: `. Logging goes to stderr too, filtered by `CAIRN_LOG` (default `warn`).
 
 mod args;
+mod demo;
 mod output;
 mod put;
 mod read;
@@ -96,6 +97,12 @@ enum Command {
     History(read::HistoryArgs),
     /// Check every record of the store without changing it; exit 1 if anything is damaged.
     Verify,
+    /// Run the crash-recovery demo: GitHub- and Jira-style extractions killed with kill -9
+    /// and resumed; checks that every record reached the sink exactly once.
+    Demo(demo::DemoArgs),
+    /// The extractor `cairn demo` starts and kills (internal).
+    #[command(hide = true)]
+    DemoWorker(demo::WorkerArgs),
 }
 
 /// Input the user gave that cannot be used: exit status 2.
@@ -129,6 +136,8 @@ fn main() -> ExitCode {
         Command::Jobs => read::jobs(global, options),
         Command::History(history_args) => read::history(global, options, history_args),
         Command::Verify => verify::run(global),
+        Command::Demo(demo_args) => demo::run(global, options, demo_args),
+        Command::DemoWorker(worker_args) => demo::worker(global, options, worker_args),
     };
     match result {
         Ok(code) => code,

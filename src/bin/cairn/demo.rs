@@ -45,7 +45,8 @@ const WORKSPACE_MARKER: &str = "CAIRN_DEMO";
 #[command(
     after_help = "The demo works in DIR/demo (store in DIR/demo/store, sink in \
     DIR/demo/sink.sqlite), which it deletes and recreates on every run; it refuses to touch \
-    DIR/demo if it did not create it, and never touches the store in DIR.\n\
+    DIR/demo if it did not create it, and never touches the store in DIR. Its store uses 4 MiB \
+    segments unless --segment-size says otherwise.\n\
     Exit status: 0 when every record is in the sink exactly once and every check passes, \
     1 otherwise."
 )]
@@ -403,7 +404,7 @@ fn watch(child: &mut Child, plan: RunPlan) -> anyhow::Result<Watched> {
         let line: Line = text.parse().map_err(anyhow::Error::msg)?;
         if let Some(kill) = plan.kill
             && killed_after.is_none()
-            && let Line::Page { job, .. } = line
+            && let Line::Page { job, last, .. } = line
         {
             let now = Instant::now();
             if let Some(before) = last_page.replace(now) {
@@ -412,7 +413,9 @@ fn watch(child: &mut Child, plan: RunPlan) -> anyhow::Result<Watched> {
             }
             let due = if job == kill.job {
                 pages += 1;
-                pages >= kill.after_pages
+                // Never after a job's last page: a kill after its `succeed_run` would leave
+                // nothing to resume, so the next job's first page is taken instead.
+                pages >= kill.after_pages && !last
             } else {
                 // The aimed job (GitHub) finished early: the next job's first page will do.
                 kill.job == DemoJob::Github

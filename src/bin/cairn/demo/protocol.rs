@@ -56,8 +56,12 @@ pub enum Line {
     Restart { job: DemoJob, reference_seq: u64 },
     /// The job had already finished (a `Normal` plan): nothing to do.
     Skipped { job: DemoJob },
-    /// A page of `records` was committed to the sink.
-    Page { job: DemoJob, records: u64 },
+    /// A page of `records` was committed to the sink; `last` when it is the job's last.
+    Page {
+        job: DemoJob,
+        records: u64,
+        last: bool,
+    },
     /// A checkpoint is durable.
     Saved {
         job: DemoJob,
@@ -103,7 +107,10 @@ impl fmt::Display for Line {
                 write!(f, "restart {} {reference_seq}", job.name())
             }
             Line::Skipped { job } => write!(f, "skipped {}", job.name()),
-            Line::Page { job, records } => write!(f, "page {} {records}", job.name()),
+            Line::Page { job, records, last } => {
+                let more = if *last { "last" } else { "more" };
+                write!(f, "page {} {records} {more}", job.name())
+            }
             Line::Saved {
                 job,
                 seq,
@@ -164,6 +171,7 @@ impl FromStr for Line {
             "page" => Line::Page {
                 job,
                 records: number(word()?)?,
+                last: word()? == "last",
             },
             "saved" => Line::Saved {
                 job,
@@ -230,6 +238,12 @@ mod tests {
             Line::Page {
                 job: DemoJob::Jira,
                 records: 50,
+                last: false,
+            },
+            Line::Page {
+                job: DemoJob::Github,
+                records: 7,
+                last: true,
             },
             Line::Saved {
                 job: DemoJob::Github,

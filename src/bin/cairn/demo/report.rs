@@ -403,8 +403,8 @@ pub fn write_summary(out: &mut impl Write, report: &Report) -> io::Result<()> {
     )?;
     writeln!(
         out,
-        "crashes      {} kill -9, {} API failure(s); {} resume(s): {} cursor resume(s) and {} \
-         full restart(s), {} of them retries after backoff",
+        "crashes      {} kill -9, {} API failure(s); {} resume(s): {} cursor resume(s), {} full \
+         restart(s) ({} after a retry backoff)",
         report.crashes,
         report.api_errors,
         report.resumes,

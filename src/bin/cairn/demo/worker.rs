@@ -321,12 +321,18 @@ impl Extractor<'_> {
         }
     }
 
-    /// Writes a page to the sink (durably) and reports it.
-    fn write_page(&mut self, job: DemoJob, records: &[SinkRecord]) -> anyhow::Result<()> {
+    /// Writes a page to the sink (durably) and reports it; `last` for the job's last page.
+    fn write_page(
+        &mut self,
+        job: DemoJob,
+        records: &[SinkRecord],
+        last: bool,
+    ) -> anyhow::Result<()> {
         self.sink.upsert_page(job.name(), self.run, records)?;
         self.out.emit(&Line::Page {
             job,
             records: records.len() as u64,
+            last,
         })?;
         self.out.wait();
         Ok(())
@@ -445,9 +451,11 @@ fn extract_repository(
             return Ok(Outcome::Failed);
         };
         let records = page_records(job, repo, &page.items, |pr| pr.number.to_string())?;
+        let last =
+            page.next_cursor.is_none() && progress.repo_processing_queue.pending().next().is_none();
         // The sink first, then the checkpoint that covers the page: a crash in between
         // delivers the page again, never loses it.
-        x.write_page(job, &records)?;
+        x.write_page(job, &records, last)?;
         let count = records.len() as u64;
         let queue = &mut progress.repo_processing_queue;
         queue.advance(repo, page.next_cursor.clone(), count)?;
@@ -547,9 +555,11 @@ fn extract_jira(x: &mut Extractor<'_>, start: Start) -> anyhow::Result<Outcome> 
     let trigger = checkpointer.phase_finished();
     x.save_if(job, &mut checkpointer, &progress, trigger)?;
     progress.extraction_phase = ISSUES.into();
-    for project in projects {
+    for (index, project) in projects.iter().enumerate() {
         progress.current_project = Some(project.clone());
-        if extract_project(x, &mut checkpointer, &mut progress, &project)? == Outcome::Failed {
+        let last_project = index + 1 == projects.len();
+        let outcome = extract_project(x, &mut checkpointer, &mut progress, project, last_project)?;
+        if outcome == Outcome::Failed {
             return Ok(Outcome::Failed);
         }
     }
@@ -564,6 +574,7 @@ fn extract_project(
     checkpointer: &mut Checkpointer,
     progress: &mut JiraProgress,
     project: &str,
+    last_project: bool,
 ) -> anyhow::Result<Outcome> {
     let job = DemoJob::Jira;
     let mut start_at = 0;
@@ -575,7 +586,8 @@ fn extract_project(
             return Ok(Outcome::Failed);
         };
         let records = page_records(job, project, &page.items, |issue| issue.key.clone())?;
-        x.write_page(job, &records)?;
+        let last = last_project && start_at + records.len() as u64 >= page.total;
+        x.write_page(job, &records, last)?;
         let count = records.len() as u64;
         start_at += count;
         progress.total_issues_processed += count;

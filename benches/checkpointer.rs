@@ -40,7 +40,7 @@ fn bench(c: &mut Criterion) {
             let mut saves = 0u64;
             for _ in 0..ITEMS {
                 count += 1;
-                if black_box(count % 50 == 0) {
+                if black_box(count.is_multiple_of(50)) {
                     saves += 1;
                 }
             }

@@ -357,3 +357,42 @@ fn metrics_count_what_happened() {
         [JobStatus::Running, JobStatus::Running]
     );
 }
+
+#[test]
+fn a_new_run_after_a_success_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.register("github_sync", JobType::github()).unwrap();
+    store.start_run("github_sync").unwrap();
+    store
+        .save(
+            "github_sync",
+            "pr_issue_linking",
+            &github_checkpoint(500, "c9"),
+        )
+        .unwrap();
+    store.succeed_run("github_sync").unwrap();
+    assert_eq!(store.plan("github_sync").unwrap(), RecoveryPlan::Normal);
+    // The next sync begins again at the first phase with its counts at zero.
+    store.start_run("github_sync").unwrap();
+    store
+        .save(
+            "github_sync",
+            "repository_discovery",
+            &github_checkpoint(0, "c0"),
+        )
+        .expect("a finished run's checkpoint does not constrain the next run");
+    // Within the new run the rules apply again.
+    assert!(matches!(
+        store.save(
+            "github_sync",
+            "repository_discovery",
+            &github_checkpoint(0, "c0")
+        ),
+        Ok(_)
+    ));
+    let err = store
+        .save("github_sync", "pr_extraction", &json!({}))
+        .expect_err("required fields");
+    assert!(matches!(err, Error::Validation { .. }), "{err}");
+}

@@ -9,7 +9,7 @@
 //! | `RunStarted`        | `Running`                                | `attempt` set, `runs_started` + 1, `scheduled_retry` cleared                 |
 //! | `CheckpointSaved`   | `Running`, except that `Failed` stays    | `latest_checkpoint` and `last_checkpoint_at` set, `checkpoints_saved` + 1    |
 //! | `RunFailed`         | `Failed`                                 | `retry_count` + 1, `last_error` set                                          |
-//! | `RunSucceeded`      | `Succeeded`                              | `retry_count` reset to 0, `scheduled_retry` cleared                          |
+//! | `RunSucceeded`      | `Succeeded`                              | `retry_count` reset to 0, `scheduled_retry` cleared, `last_success_seq` set  |
 //! | `CheckpointCleared` | `Pending`                                | `latest_checkpoint` moved to `cleared_checkpoint`, `clear_reason` set        |
 //! | `RetryScheduled`    | unchanged (`Failed` until the retry runs) | `scheduled_retry` set                                                       |
 //!
@@ -135,6 +135,10 @@ pub struct JobState {
     pub last_seq: Option<u64>,
     /// When the last event was applied.
     pub updated_at: Option<DateTime<Utc>>,
+    /// The sequence number of the last `RunSucceeded`: checkpoints before it belong to a
+    /// finished run, so the next run's first checkpoint is not compared with them.
+    #[serde(default)]
+    pub last_success_seq: Option<u64>,
 }
 
 impl JobState {
@@ -156,6 +160,7 @@ impl JobState {
             events_applied: 0,
             last_seq: None,
             updated_at: None,
+            last_success_seq: None,
         }
     }
 
@@ -214,6 +219,7 @@ impl JobState {
                 self.status = JobStatus::Succeeded;
                 self.retry_count = 0;
                 self.scheduled_retry = None;
+                self.last_success_seq = Some(seq);
             }
             JobEvent::CheckpointCleared { reason } => {
                 self.status = JobStatus::Pending;

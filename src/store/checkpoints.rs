@@ -102,11 +102,16 @@ impl Store {
         value: Value,
         job_type: &JobType,
     ) -> Result<Value> {
-        // After a full restart (`CheckpointCleared`) the job starts over: nothing to compare to.
-        let resumable = self
-            .index()
-            .get(job)
-            .is_some_and(|e| e.state.latest_checkpoint.is_some());
+        // After a full restart (`CheckpointCleared`) or a finished run (`RunSucceeded`) the
+        // job starts over: there is nothing to compare with.
+        let resumable = self.index().get(job).is_some_and(|entry| {
+            let state = &entry.state;
+            let after_success = |seq| state.last_success_seq.is_none_or(|done| seq > done);
+            state
+                .latest_checkpoint
+                .as_ref()
+                .is_some_and(|latest| after_success(latest.seq))
+        });
         let previous = if resumable { self.latest(job)? } else { None };
         let previous = previous.as_ref().map(|c| (c.phase.as_str(), &c.data));
         if let Err(failure) = job_type.validate(phase, &value, previous) {

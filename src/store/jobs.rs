@@ -233,6 +233,16 @@ impl Store {
         )
     }
 
+    /// [`Store::plan_recovery`] with the retry policy of the job's registered [`JobType`], or
+    /// the default policy when none is registered.
+    pub fn plan(&self, job: &str) -> Result<RecoveryPlan> {
+        let policy = self
+            .job_type(job)
+            .map(|t| *t.retry_policy())
+            .unwrap_or_default();
+        self.plan_recovery(job, &policy)
+    }
+
     /// The deploy-time dry run: passes every retained checkpoint of every job with a registered
     /// job type through its current migrations and validator (without the rules that compare
     /// with the previous checkpoint), and reports which would fail. Changes nothing.

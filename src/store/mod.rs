@@ -282,15 +282,28 @@ impl Drop for Inner {
 fn log_report(dir: &Path, report: &RecoveryReport) {
     let dir = dir.display();
     let duration_us = u64::try_from(report.duration.as_micros()).unwrap_or(u64::MAX);
+    let (segments, records) = (report.segments_scanned, report.records_scanned);
+    // A torn tail is what a crash leaves: expected, so not a warning.
+    let only_torn_tail = report
+        .findings
+        .iter()
+        .all(|f| f.kind == crate::FindingKind::TornTail);
     if report.is_clean() {
-        tracing::info!(%dir, segments = report.segments_scanned, records = report.records_scanned, duration_us, "cairn: store opened");
+        tracing::info!(%dir, segments, records, duration_us, "cairn: store opened");
+    } else if only_torn_tail {
+        tracing::info!(%dir, segments, records, duration_us, bytes_discarded = report.bytes_discarded,
+            "cairn: store opened after a crash; the torn tail of the log was cut off");
     } else {
-        tracing::warn!(%dir, segments = report.segments_scanned, records = report.records_scanned,
-            bytes_discarded = report.bytes_discarded, findings = report.findings.len(), duration_us,
-            "cairn: store opened with damage");
-        for finding in &report.findings {
-            tracing::warn!(kind = ?finding.kind, segment = %finding.segment.display(), offset = finding.offset,
-                len_bytes = finding.len_bytes, detail = %finding.detail, "cairn: recovery finding");
+        tracing::warn!(%dir, segments, records, duration_us, bytes_discarded = report.bytes_discarded,
+            findings = report.findings.len(), "cairn: store opened with damage");
+    }
+    for finding in &report.findings {
+        let (kind, segment) = (finding.kind, finding.segment.display());
+        let (offset, len_bytes, detail) = (finding.offset, finding.len_bytes, &finding.detail);
+        if only_torn_tail {
+            tracing::info!(?kind, %segment, offset, len_bytes, %detail, "cairn: recovery finding");
+        } else {
+            tracing::warn!(?kind, %segment, offset, len_bytes, %detail, "cairn: recovery finding");
         }
     }
     for note in &report.notes {

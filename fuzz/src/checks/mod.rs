@@ -6,7 +6,7 @@ mod decode;
 pub mod format;
 pub mod image;
 mod input;
-mod open_segments;
+pub mod open_segments;
 mod ops;
 pub mod seeds;
 

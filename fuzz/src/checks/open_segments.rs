@@ -46,6 +46,13 @@ const MARKER_FILE: &str = "CAIRN";
 const SEQ_HEADROOM: u64 = 1 << 20;
 
 pub fn check_open_segments(data: &[u8]) {
+    let (image, written) = build_image(data);
+    check_image(&image, written.as_ref());
+}
+
+/// The store directory an input describes, and the checkpoints of its log when the input
+/// describes a valid log (before damage).
+pub fn build_image(data: &[u8]) -> (Image, Option<Written>) {
     let mut input = Input::new(data);
     let (mut image, written) = match input.u8() % 3 {
         0 => {
@@ -56,11 +63,19 @@ pub fn check_open_segments(data: &[u8]) {
         _ => (raw_segments(&mut input), None),
     };
     damage(&mut image, &mut input);
-    check_image(&image, written.as_ref());
+    (image, written)
 }
 
 /// Opens `image` in every mode and checks everything listed in the module docs.
 pub fn check_image(image: &Image, written: Option<&Written>) {
+    if image
+        .keys()
+        .any(|name| image::segment_id(name) == Some(u64::MAX))
+    {
+        // Known bug (tests/fuzz_corpus.rs::a_segment_file_named_with_the_largest_id): a writer
+        // computes the next segment id as the highest id + 1, unchecked.
+        return;
+    }
     if image::max_seq_on_disk(image) > u64::MAX - SEQ_HEADROOM {
         // Known bug (tests/fuzz_corpus.rs::sequence_numbers_near_u64_max_on_disk): recovery
         // computes `seq + 1` of records read from disk unchecked.
@@ -148,6 +163,16 @@ fn check_mode(image: &Image, checks: &Checks) {
             last.seq
         );
     }
+    // Known bug (tests/fuzz_corpus.rs::
+    // skip_corrupted_writer_appends_where_the_next_open_does_not_read): after skip-corrupted
+    // recovery continued past a missing segment, the writer may append to a segment whose
+    // first_seq says its records start lower, and the next open cuts the new record.
+    let known_lost_save = mode == RecoveryMode::SkipCorrupted
+        && writer
+            .recovery_report()
+            .findings
+            .iter()
+            .any(|f| f.kind == cairn::FindingKind::MissingSegment);
     drop(writer);
 
     let again = testing::open(&disk, dir, image::options(mode), false)
@@ -157,16 +182,19 @@ fn check_mode(image: &Image, checks: &Checks) {
     };
     let mut seen_again = image::contents(&again)
         .unwrap_or_else(|e| panic!("{mode:?}: reads after the reopen fail: {e}"));
-    let new = seen_again.pop();
+    let new = seen_again.pop_if(|c| c.seq == seq);
+    if new.is_none() && known_lost_save {
+        return;
+    }
+    let new = new.unwrap_or_else(|| panic!("{mode:?}: the save numbered {seq} is lost"));
+    assert_eq!(
+        (&new.job, &new.data),
+        (&"fuzz-new".to_string(), &data),
+        "{mode:?}: the new save reads back wrong"
+    );
     assert_eq!(
         seen_again, seen,
         "{mode:?}: the reopen changed the contents"
-    );
-    let new = new.expect("the new save is there");
-    assert_eq!(
-        (new.seq, &new.job, &new.data),
-        (seq, &"fuzz-new".to_string(), &data),
-        "{mode:?}"
     );
 }
 

@@ -7,7 +7,7 @@ pub mod format;
 pub mod image;
 mod input;
 pub mod open_segments;
-mod ops;
+pub mod ops;
 pub mod seeds;
 
 pub use decode::check_decode;

@@ -113,8 +113,9 @@ impl Options {
         self
     }
 
-    /// Largest checkpoint data, as serialized JSON. Default: 1 MiB. A record must also fit in
-    /// one segment, so small segments lower the effective limit.
+    /// Largest checkpoint data as stored: the JSON after a job type's essential-field trimming
+    /// and after compression (see [`Options::compress_above`]). Default: 1 MiB. A record must
+    /// also fit in one segment, so small segments lower the effective limit.
     pub fn max_payload(mut self, bytes: u64) -> Self {
         self.max_payload_bytes = bytes;
         self
@@ -160,7 +161,7 @@ impl Options {
         self.segment_size_bytes
     }
 
-    /// The largest checkpoint data accepted, in bytes of JSON.
+    /// The largest checkpoint data accepted, in bytes as stored (after compression).
     pub fn max_payload_bytes(&self) -> u64 {
         self.max_payload_bytes
     }

@@ -95,8 +95,9 @@ pub(crate) fn encode_segment_header(header: &SegmentHeader) -> [u8; SEGMENT_HEAD
     out
 }
 
-/// Decodes and checks a segment header. The version is checked before the checksum so that a
-/// newer format (whose header may be laid out differently) is reported as such, not as damage.
+/// Decodes and checks a segment header. A version newer than this build's is reported as
+/// such only when the header checksum, which every version keeps at bytes 60..64, checks out;
+/// otherwise the header is damaged.
 pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> {
     let bytes = bytes
         .get(..SEGMENT_HEADER_LEN)

@@ -30,7 +30,7 @@ use crate::storage::Storage;
 use segment::Segment;
 use writer::Writer;
 
-/// The file that marks a directory as a cairn store: `cairn store\nformat_version 1\n`.
+/// The file that marks a directory as a cairn store: `cairn store\nformat_version 2\n`.
 pub(crate) const MARKER_FILE: &str = "CAIRN";
 /// The temporary name the marker is written under before it is renamed into place.
 pub(crate) const MARKER_TMP_FILE: &str = "CAIRN.tmp";
@@ -92,15 +92,7 @@ impl Log {
         let entries = match storage.read_dir(dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound && writable => {
-                storage
-                    .create_dir_all(dir)
-                    .map_err(|e| Error::io("create store directory", dir, e))?;
-                // The new directory's entry in its parent must survive a power loss too.
-                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    storage
-                        .sync_dir(parent)
-                        .map_err(|e| Error::io("sync parent directory", parent, e))?;
-                }
+                create_dir_durably(storage, dir)?;
                 Vec::new()
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -388,6 +380,39 @@ impl Log {
             None => lock(&self.sync).synced_seq,
         }
     }
+}
+
+/// Creates `dir` and any missing parents, and syncs the parent of each directory created, so
+/// that the new directories survive a power loss too.
+fn create_dir_durably(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    let parent_of = |path: &Path| -> PathBuf {
+        match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    };
+    let mut missing = vec![dir.to_path_buf()];
+    loop {
+        let parent = parent_of(missing.last().map_or(dir, PathBuf::as_path));
+        let absent = storage
+            .read_dir(&parent)
+            .is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
+        if !absent || missing.contains(&parent) || missing.len() > 64 {
+            break;
+        }
+        missing.push(parent);
+    }
+    storage
+        .create_dir_all(dir)
+        .map_err(|e| Error::io("create store directory", dir, e))?;
+    // Parents first, each entry made durable in the directory that holds it.
+    for created in missing.iter().rev() {
+        let parent = parent_of(created);
+        storage
+            .sync_dir(&parent)
+            .map_err(|e| Error::io("sync parent directory", &parent, e))?;
+    }
+    Ok(())
 }
 
 /// Checks the marker file and returns the store's format version.

@@ -56,7 +56,8 @@ pub struct RecoveryReport {
     pub records_scanned: u64,
     /// Bytes of valid records read, headers included.
     pub bytes_scanned: u64,
-    /// Bytes cut off, skipped or set aside because they did not check out.
+    /// Bytes cut off or skipped because they did not check out, within the segments read
+    /// (segments set aside whole are listed in `notes`, not counted here).
     pub bytes_discarded: u64,
     /// Sequence number of the last valid record (0 for an empty store).
     pub last_seq: u64,

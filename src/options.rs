@@ -57,9 +57,9 @@ impl RecoveryMode {
 }
 
 /// The smallest segment a store accepts.
-pub const MIN_SEGMENT_SIZE_BYTES: u64 = 64 * 1024;
+pub const MIN_SEGMENT_SIZE_BYTES: u64 = crate::format::MIN_SEGMENT_LEN;
 /// The largest segment a store accepts.
-pub const MAX_SEGMENT_SIZE_BYTES: u64 = 1024 * 1024 * 1024;
+pub const MAX_SEGMENT_SIZE_BYTES: u64 = crate::format::MAX_SEGMENT_LEN;
 /// The hard ceiling on job names, whatever the options say.
 pub const MAX_JOB_NAME_BYTES: usize = 4096;
 /// The hard ceiling on phase names, whatever the options say.

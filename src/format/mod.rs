@@ -18,9 +18,13 @@ pub(crate) use record::{
     decode_record_header, encode_record, padded_record_len,
 };
 pub(crate) use segment_header::{
-    FORMAT_VERSION, HeaderError, SEGMENT_HEADER_LEN, SegmentHeader, decode_segment_header,
-    encode_segment_header,
+    FORMAT_VERSION, HeaderError, MAX_SEGMENT_LEN, MIN_SEGMENT_LEN, SEGMENT_HEADER_LEN,
+    SegmentHeader, decode_segment_header, encode_segment_header,
 };
+
+/// Sequence numbers stay below this, so that `seq + 1` never overflows; larger ones on disk
+/// are damage.
+pub(crate) const MAX_SEQ: u64 = 1 << 63;
 
 /// The largest record body the format allows, whatever the options say. Lengths read from disk
 /// above this are rejected before anything is allocated for them.

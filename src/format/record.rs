@@ -153,7 +153,7 @@ pub(crate) fn decode_record_header(salt: u32, bytes: &[u8]) -> Result<RecordHead
     if head.get(FLAGS_OFFSET..RECORD_HEADER_LEN) != Some(&[0, 0, 0][..]) {
         return Err(invalid("reserved header bytes are not zero".into()));
     }
-    if seq == 0 || durable_seq >= seq {
+    if seq == 0 || seq >= super::MAX_SEQ || durable_seq >= seq {
         return Err(invalid(format!(
             "sequence numbers out of order (seq {seq}, durable {durable_seq})"
         )));

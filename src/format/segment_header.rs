@@ -21,6 +21,10 @@ pub(crate) const MAGIC: [u8; 8] = *b"CAIRNSEG";
 /// Version 2 added job event records, the checkpoint trigger and compressed data.
 pub(crate) const FORMAT_VERSION: u16 = 2;
 pub(crate) const SEGMENT_HEADER_LEN: usize = 64;
+/// The smallest segment length a header may declare.
+pub(crate) const MIN_SEGMENT_LEN: u64 = 64 * 1024;
+/// The largest segment length a header may declare.
+pub(crate) const MAX_SEGMENT_LEN: u64 = 1024 * 1024 * 1024;
 
 const MAGIC_OFFSET: usize = 0;
 const VERSION_OFFSET: usize = MAGIC_OFFSET + 8;
@@ -140,8 +144,17 @@ pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, Heade
         created_at_micros: field(read_u64(bytes, CREATED_AT_OFFSET))? as i64,
         salt: read_u32(bytes, SALT_OFFSET).ok_or(HeaderError::TooShort)?,
     };
-    if header.first_seq == 0 {
-        return Err(HeaderError::Damaged("first sequence number is 0".into()));
+    if !(MIN_SEGMENT_LEN..=MAX_SEGMENT_LEN).contains(&header.segment_len) {
+        return Err(HeaderError::Damaged(format!(
+            "segment length {} outside {MIN_SEGMENT_LEN}..={MAX_SEGMENT_LEN}",
+            header.segment_len
+        )));
+    }
+    if header.first_seq == 0 || header.first_seq >= super::MAX_SEQ {
+        return Err(HeaderError::Damaged(format!(
+            "first sequence number {} out of range",
+            header.first_seq
+        )));
     }
     Ok(header)
 }

@@ -332,27 +332,22 @@ impl Log {
         f(&segment.record_ref(offset, header, body))
     }
 
-    /// Calls `f` for every valid record in log order, skipping records recovery found damaged.
+    /// Calls `f` for every valid record in log order, stepping over what recovery skipped. A
+    /// record damaged since the store was opened is an error, never silently left out.
     pub fn for_each_record(&self, f: &mut RecordVisitor<'_>) -> Result<()> {
         let segments: Vec<Arc<Segment>> = self.segments_read().values().cloned().collect();
         for segment in segments {
             let end = segment.published_end();
             let mut pos = SEGMENT_HEADER_LEN as u64;
-            let mut next_seq = segment.header.first_seq;
             while pos < end {
-                match segment.read_record(pos) {
-                    Ok((header, body)) => {
-                        f(&segment.record_ref(pos, header, body))?;
-                        pos += header.padded_len() as u64;
-                        next_seq = header.seq + 1;
-                    }
-                    // Only skip-corrupted recovery keeps damaged records inside the published
-                    // range; step over them exactly as recovery did.
-                    Err(_) => match scan::find_next_valid(&segment, pos + 8, next_seq, end) {
-                        Some((next, _)) => pos = next,
-                        None => break,
-                    },
+                if let Some(&(_, skip_to)) = segment.skipped.iter().find(|(start, _)| *start == pos)
+                {
+                    pos = skip_to;
+                    continue;
                 }
+                let (header, body) = segment.read_record(pos)?;
+                f(&segment.record_ref(pos, header, body))?;
+                pos += header.padded_len() as u64;
             }
         }
         Ok(())

@@ -248,6 +248,14 @@ pub(crate) fn recover(
     let mut tail = tail;
     if writable {
         apply_repairs(storage, dir, &repairs, &mut report)?;
+        // A sync that failed before this open (the store was poisoned) may have left pages
+        // of any segment, a seal included, only in the page cache: make everything recovered
+        // durable before anything new is acknowledged after it. Clean pages cost nothing.
+        for segment in &kept {
+            segment
+                .sync_to(segment.published_end())
+                .map_err(|e| Error::io("sync recovered segment", &segment.path, e))?;
+        }
         if let Some(tail) = tail.as_mut() {
             repair_tail(storage, tail, &repairs, &mut report)?;
         }
@@ -388,6 +396,14 @@ impl Pass {
         };
         let outcome = scan_segment(&segment, rules, visit);
         segment.publish(outcome.valid_end);
+        let mut segment = segment;
+        // What skip-corrupted stepped over inside the kept records, readers step over too.
+        segment.skipped = outcome
+            .damage
+            .iter()
+            .filter(|damage| damage.offset < outcome.valid_end && damage.len_bytes > 0)
+            .map(|damage| (damage.offset, damage.offset + damage.len_bytes))
+            .collect();
         self.report.records_scanned += outcome.records;
         self.report.bytes_scanned += outcome.record_bytes;
         // A cut-off file explains the damage at its end: report the cause first.
@@ -505,7 +521,7 @@ fn repair_tail(
         let file = storage
             .open_segment(&path, true)
             .map_err(|e| Error::io("open segment", &path, e))?;
-        tail.segment = Arc::new(Segment::new(path, tail.segment.header, file));
+        tail.segment = Arc::new(tail.segment.remapped(file));
         report.repaired = true;
         report.notes.push(format!(
             "restored {} to its full length of {len} bytes",

@@ -56,6 +56,8 @@ pub(crate) struct ScanRules {
 
 enum Step {
     Record(RecordHeader, u64),
+    /// A valid record whose sequence number jumps ahead of the expected one.
+    Gap(RecordHeader, u64),
     End,
     Bad(String),
 }
@@ -72,61 +74,80 @@ pub(crate) fn scan_segment(
     let mut expected = segment.header.first_seq;
     out.valid_end = pos;
     loop {
-        let problem = match next_record(segment, pos, expected, usable) {
+        let (header, len) = match next_record(segment, pos, expected, usable) {
             Step::End => break,
-            Step::Record(header, len) => {
-                let body = record_body(segment, pos, &header);
-                match visit(&segment.record_ref(pos, header, body)) {
-                    Ok(()) => {
-                        pos += len;
-                        expected = header.seq + 1;
-                        out.valid_end = pos;
-                        out.last_seq = Some(header.seq);
-                        out.records += 1;
-                        out.record_bytes += len;
-                        if header.kind == RecordKind::Seal {
-                            out.sealed = true;
-                            break;
-                        }
-                        continue;
-                    }
-                    Err(reason) => format!("record {} does not decode: {reason}", header.seq),
+            Step::Record(header, len) => (header, len),
+            // Skip-corrupted keeps a valid record after a gap, and reports the gap.
+            Step::Gap(header, len) if rules.skip => {
+                out.damage.push(Damage {
+                    offset: pos,
+                    len_bytes: 0,
+                    kind: FindingKind::DamagedRecord,
+                    detail: format!(
+                        "sequence numbers {expected}..{} are missing",
+                        header.seq - 1
+                    ),
+                });
+                (header, len)
+            }
+            Step::Gap(header, _) => {
+                let problem = format!(
+                    "sequence number {} where {expected} was expected",
+                    header.seq
+                );
+                if stop_or_skip(
+                    segment,
+                    rules,
+                    &mut out,
+                    &mut pos,
+                    &mut expected,
+                    problem,
+                    usable,
+                ) {
+                    continue;
                 }
+                break;
             }
-            Step::Bad(reason) => reason,
-        };
-        let resync = find_next_valid(segment, pos + RECORD_ALIGN as u64, expected, usable);
-        // Skipping ends the damage at the next valid record; stopping discards everything up
-        // to the last byte written.
-        let damage_end = match resync {
-            Some((offset, _)) if rules.skip => offset,
-            _ => last_nonzero_end(segment, pos, usable),
-        };
-        let kind = match resync {
-            Some((_, next)) if next.durable_seq >= expected => FindingKind::DurableRecordsLost,
-            _ if rules.is_last => FindingKind::TornTail,
-            _ => FindingKind::DamagedRecord,
-        };
-        let detail = match (kind, resync) {
-            (FindingKind::DurableRecordsLost, Some((offset, next))) => format!(
-                "{problem}; record {} at offset {offset} was written when records up to {} were \
-                 durable, so records from {expected} on were lost",
-                next.seq, next.durable_seq
-            ),
-            _ => problem,
-        };
-        out.damage.push(Damage {
-            offset: pos,
-            len_bytes: damage_end.saturating_sub(pos),
-            kind,
-            detail,
-        });
-        match resync {
-            Some((offset, next)) if rules.skip => {
-                pos = offset;
-                expected = next.seq;
+            Step::Bad(problem) => {
+                if stop_or_skip(
+                    segment,
+                    rules,
+                    &mut out,
+                    &mut pos,
+                    &mut expected,
+                    problem,
+                    usable,
+                ) {
+                    continue;
+                }
+                break;
             }
-            _ => break,
+        };
+        let body = record_body(segment, pos, &header);
+        if let Err(reason) = visit(&segment.record_ref(pos, header, body)) {
+            let problem = format!("record {} does not decode: {reason}", header.seq);
+            if stop_or_skip(
+                segment,
+                rules,
+                &mut out,
+                &mut pos,
+                &mut expected,
+                problem,
+                usable,
+            ) {
+                continue;
+            }
+            break;
+        }
+        pos += len;
+        expected = header.seq + 1;
+        out.valid_end = pos;
+        out.last_seq = Some(header.seq);
+        out.records += 1;
+        out.record_bytes += len;
+        if header.kind == RecordKind::Seal {
+            out.sealed = true;
+            break;
         }
     }
     out.dirty_end = if out.sealed {
@@ -135,6 +156,54 @@ pub(crate) fn scan_segment(
         last_nonzero_end(segment, out.valid_end, usable)
     };
     out
+}
+
+/// Records the damage at `pos` and, when skipping and a valid record follows, moves to it and
+/// returns true; returns false when the scan stops here.
+fn stop_or_skip(
+    segment: &Segment,
+    rules: ScanRules,
+    out: &mut ScanOutcome,
+    pos: &mut u64,
+    expected: &mut u64,
+    problem: String,
+    usable: u64,
+) -> bool {
+    let (at, next_seq) = (*pos, *expected);
+    let resync = find_next_valid(segment, at + RECORD_ALIGN as u64, next_seq, usable);
+    // Skipping ends the damage at the next valid record; stopping discards everything up to
+    // the last byte written.
+    let damage_end = match resync {
+        Some((offset, _)) if rules.skip => offset,
+        _ => last_nonzero_end(segment, at, usable),
+    };
+    let kind = match resync {
+        Some((_, next)) if next.durable_seq >= next_seq => FindingKind::DurableRecordsLost,
+        _ if rules.is_last => FindingKind::TornTail,
+        _ => FindingKind::DamagedRecord,
+    };
+    let detail = match (kind, resync) {
+        (FindingKind::DurableRecordsLost, Some((offset, next))) => format!(
+            "{problem}; record {} at offset {offset} was written when records up to {} were \
+             durable, so records from {next_seq} on were lost",
+            next.seq, next.durable_seq
+        ),
+        _ => problem,
+    };
+    out.damage.push(Damage {
+        offset: at,
+        len_bytes: damage_end.saturating_sub(at),
+        kind,
+        detail,
+    });
+    match resync {
+        Some((offset, next)) if rules.skip => {
+            *pos = offset;
+            *expected = next.seq;
+            true
+        }
+        _ => false,
+    }
 }
 
 fn record_body<'a>(segment: &'a Segment, pos: u64, header: &RecordHeader) -> &'a [u8] {
@@ -187,6 +256,9 @@ fn next_record(segment: &Segment, pos: u64, expected: u64, usable: u64) -> Step 
             "record {} is a job event in a format 1 segment",
             header.seq
         ));
+    }
+    if header.seq > expected {
+        return Step::Gap(header, len);
     }
     if header.seq != expected {
         return Step::Bad(format!(

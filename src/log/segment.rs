@@ -23,13 +23,17 @@ pub(crate) fn segment_file_name(id: u64) -> String {
     format!("{id:0ID_DIGITS$}{SEGMENT_SUFFIX}")
 }
 
-/// The id in a segment file name, or `None` when the name is not one.
+/// Segment ids stay below this, so that the next id never overflows.
+pub(crate) const MAX_SEGMENT_ID: u64 = 1 << 62;
+
+/// The id in a segment file name, or `None` when the name is not one (ids from
+/// [`MAX_SEGMENT_ID`] up are never written, so such names are not cairn's).
 pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
     if digits.len() != ID_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    digits.parse().ok().filter(|&id| id < MAX_SEGMENT_ID)
 }
 
 /// An open segment.
@@ -43,6 +47,8 @@ pub(crate) struct Segment {
     synced_end: AtomicU64,
     /// Bytes below this offset hold records readers may see; writers only write past it.
     published_end: AtomicU64,
+    /// Ranges `start..end` that skip-corrupted recovery stepped over; readers skip them too.
+    pub skipped: Vec<(u64, u64)>,
 }
 
 impl Segment {
@@ -54,6 +60,7 @@ impl Segment {
             file,
             synced_end: AtomicU64::new(0),
             published_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
+            skipped: Vec::new(),
         }
     }
 
@@ -124,6 +131,15 @@ impl Segment {
             .sync_dir(dir)
             .map_err(|e| Error::io("sync directory", dir, e))?;
         Ok(file)
+    }
+
+    /// The same segment on a new mapping of its file (after the file was grown), keeping what
+    /// recovery learned of it.
+    pub fn remapped(&self, file: Box<dyn SegmentFile>) -> Segment {
+        let mut segment = Segment::new(self.path.clone(), self.header, file);
+        segment.publish(self.published_end());
+        segment.skipped = self.skipped.clone();
+        segment
     }
 
     /// The length records may use: the mapping, but never past what the header declares.
@@ -210,10 +226,13 @@ mod tests {
     fn file_names_round_trip_and_sort() {
         assert_eq!(segment_file_name(42), "00000000000000000042.seg");
         assert_eq!(parse_segment_file_name(&segment_file_name(42)), Some(42));
+        let largest = MAX_SEGMENT_ID - 1;
         assert_eq!(
-            parse_segment_file_name(&segment_file_name(u64::MAX)),
-            Some(u64::MAX)
+            parse_segment_file_name(&segment_file_name(largest)),
+            Some(largest)
         );
+        // Ids that cairn never writes are not segment names: the next id could overflow.
+        assert_eq!(parse_segment_file_name(&segment_file_name(u64::MAX)), None);
         assert!(segment_file_name(9) < segment_file_name(10));
         for bad in [
             "42.seg",

@@ -159,9 +159,10 @@ impl CheckpointBody {
         out
     }
 
-    /// Decodes a body of a segment of format `version` as FORMAT.md describes it; `None` when
-    /// it is malformed.
-    pub fn decode(version: u16, body: &[u8]) -> Option<CheckpointBody> {
+    /// Decodes a body of a segment of format `version` as FORMAT.md describes it: `None` when
+    /// the envelope is malformed or names an unknown codec, `Some(Err(envelope))` when only the
+    /// data does not decompress (recovery does not look at the data; a read does).
+    pub fn decode(version: u16, body: &[u8]) -> Option<Result<CheckpointBody, CheckpointBody>> {
         let meta_len = le_u32(body, 0)? as usize;
         if meta_len > MAX_ENVELOPE_BYTES {
             return None;
@@ -191,28 +192,38 @@ impl CheckpointBody {
         }
         let stored = &body[4 + meta_len..];
         let data = match codec {
-            CODEC_JSON => stored.to_vec(),
-            CODEC_LZ4 => {
-                let json_len = le_u32(stored, 0)? as usize;
-                if json_len > MAX_DECOMPRESSED_BYTES {
-                    return None;
-                }
-                let mut data = vec![0u8; json_len];
-                let written = lz4_flex::block::decompress_into(&stored[4..], &mut data).ok()?;
-                (written == json_len).then_some(data)?
-            }
+            CODEC_JSON => Some(stored.to_vec()),
+            CODEC_LZ4 => decompress(stored),
             _ => return None,
         };
-        Some(CheckpointBody {
+        let mut decoded = CheckpointBody {
             job,
             phase,
             at_micros,
             data_version,
             trigger,
             codec,
-            data,
+            data: Vec::new(),
+        };
+        Some(match data {
+            Some(data) => {
+                decoded.data = data;
+                Ok(decoded)
+            }
+            None => Err(decoded),
         })
     }
+}
+
+/// `u32 json_len` and an LZ4 block that expands to exactly that many bytes (at most 64 MiB).
+fn decompress(stored: &[u8]) -> Option<Vec<u8>> {
+    let json_len = le_u32(stored, 0)? as usize;
+    if json_len > MAX_DECOMPRESSED_BYTES {
+        return None;
+    }
+    let mut data = vec![0u8; json_len];
+    let written = lz4_flex::block::decompress_into(&stored[4..], &mut data).ok()?;
+    (written == json_len).then_some(data)
 }
 
 /// The fixed fields of a record header.
@@ -283,9 +294,12 @@ pub enum Record {
         durable_seq: u64,
         len: usize,
     },
-    /// A checkpoint whose CRCs match but whose body does not decode: damage, but only the
+    /// A checkpoint whose CRCs match but whose envelope does not decode: damage, but only the
     /// body tells.
     BadBody { seq: u64 },
+    /// A checkpoint whose envelope decodes but whose compressed data does not: valid for
+    /// recovery, which does not decompress; reading it fails.
+    BadData { seq: u64 },
     /// A job event: recovery does not decode its body (FORMAT.md: `verify` does).
     JobEvent {
         seq: u64,
@@ -337,8 +351,12 @@ pub fn decode_record(version: u16, salt: u32, bytes: &[u8]) -> Record {
         };
     }
     if kind == KIND_JOB_EVENT {
-        // FORMAT.md: kind 3 is a version 2 record, but "this build does not check that a
-        // kind 3 record sits in a version 2 segment".
+        // FORMAT.md: a job event in a version 1 segment is damage. Its body must decode to a
+        // known event too, which this reference leaves to cairn: `testing::decode_record`
+        // does not check it, and for the store a damaged event only hides what follows it.
+        if version < 2 {
+            return Record::Invalid;
+        }
         return Record::JobEvent {
             seq,
             durable_seq,
@@ -346,12 +364,13 @@ pub fn decode_record(version: u16, salt: u32, bytes: &[u8]) -> Record {
         };
     }
     match CheckpointBody::decode(version, body) {
-        Some(body) => Record::Checkpoint {
+        Some(Ok(body)) => Record::Checkpoint {
             seq,
             durable_seq,
             len,
             body,
         },
+        Some(Err(_)) => Record::BadData { seq },
         None => Record::BadBody { seq },
     }
 }

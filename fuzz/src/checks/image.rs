@@ -120,10 +120,28 @@ pub struct Present {
     pub body: CheckpointBody,
 }
 
-/// Every checkpoint record that checks out at any 8-byte aligned offset of any segment file
-/// of `image` whose header checks out: nothing a store returns can come from anywhere else.
-pub fn present_checkpoints(image: &Image) -> Vec<Present> {
-    let mut found = Vec::new();
+/// What the segment files of an image hold, as the reference decoder sees them: the only
+/// place a store's answers can come from.
+#[derive(Debug, Default)]
+pub struct Contents {
+    /// Every checkpoint that checks out at any 8-byte aligned offset of any segment file whose
+    /// header checks out.
+    pub checkpoints: Vec<Present>,
+    /// The highest sequence number of such a header (`first_seq`) or of a record of any kind
+    /// that recovery accepts.
+    pub max_seq: u64,
+    /// A checkpoint's CRCs match but its envelope does not decode.
+    pub bad_body: bool,
+    /// A valid record whose data fails only when read: data that does not decompress, is not
+    /// JSON, or a timestamp out of range.
+    pub unreadable: bool,
+}
+
+static ZERO_PAGE: [u8; 4096] = [0; 4096];
+
+/// Scans every segment file of `image` (see [`Contents`]).
+pub fn contents_of(image: &Image) -> Contents {
+    let mut found = Contents::default();
     for (name, bytes) in image {
         if segment_id(name).is_none() {
             continue;
@@ -131,14 +149,20 @@ pub fn present_checkpoints(image: &Image) -> Vec<Present> {
         let Some(header) = format::SegmentHeader::decode(bytes) else {
             continue;
         };
+        found.max_seq = found.max_seq.max(header.first_seq);
         let mut pos = SEGMENT_HEADER_LEN;
         while pos + format::RECORD_HEADER_LEN <= bytes.len() {
+            // Whole zero pages are skipped with one comparison: under the fuzzer every byte
+            // comparison is instrumented, and most of a 64 KiB segment is zeros.
+            let page = ZERO_PAGE.len();
+            if pos.is_multiple_of(page) && bytes.get(pos..pos + page) == Some(&ZERO_PAGE[..]) {
+                pos += page;
+                continue;
+            }
             let head = &bytes[pos..pos + format::RECORD_HEADER_LEN];
-            if head.iter().any(|&b| b != 0)
-                && let Record::Checkpoint { seq, body, .. } =
-                    format::decode_record(header.version, header.salt, &bytes[pos..])
-            {
-                found.push(Present { seq, body });
+            if head != &ZERO_PAGE[..format::RECORD_HEADER_LEN] {
+                let record = format::decode_record(header.version, header.salt, &bytes[pos..]);
+                found.add(record);
             }
             pos += 8;
         }
@@ -146,47 +170,35 @@ pub fn present_checkpoints(image: &Image) -> Vec<Present> {
     found
 }
 
-/// The highest sequence number in any valid segment header (`first_seq`) or valid record
-/// (of any kind, at any aligned offset) of `image`.
-pub fn max_seq_on_disk(image: &Image) -> u64 {
-    let mut max = 0;
-    for (name, bytes) in image {
-        if segment_id(name).is_none() {
-            continue;
-        }
-        let Some(header) = format::SegmentHeader::decode(bytes) else {
-            continue;
+impl Contents {
+    fn add(&mut self, record: Record) {
+        let seq = match record {
+            Record::Invalid => return,
+            Record::BadBody { .. } => {
+                self.bad_body = true;
+                return;
+            }
+            Record::BadData { seq } => {
+                self.unreadable = true;
+                seq
+            }
+            Record::Seal { seq, .. } | Record::JobEvent { seq, .. } => seq,
+            Record::Checkpoint { seq, body, .. } => {
+                let present = Present { seq, body };
+                self.unreadable |= unreadable(&present);
+                self.checkpoints.push(present);
+                seq
+            }
         };
-        max = max.max(header.first_seq);
-        let mut pos = SEGMENT_HEADER_LEN;
-        while pos + format::RECORD_HEADER_LEN <= bytes.len() {
-            let seq = match format::decode_record(header.version, header.salt, &bytes[pos..]) {
-                Record::Invalid | Record::BadBody { .. } => 0,
-                Record::Seal { seq, .. }
-                | Record::JobEvent { seq, .. }
-                | Record::Checkpoint { seq, .. } => seq,
-            };
-            max = max.max(seq);
-            pos += 8;
-        }
+        self.max_seq = self.max_seq.max(seq);
     }
-    max
 }
 
-/// Whether a checkpoint record of `image` has matching CRCs but a body that does not decode.
-pub fn has_bad_body(image: &Image) -> bool {
-    image.iter().any(|(name, bytes)| {
-        let Some(header) = segment_id(name).and_then(|_| format::SegmentHeader::decode(bytes))
-        else {
-            return false;
-        };
-        let last = bytes.len().saturating_sub(format::RECORD_HEADER_LEN);
-        (SEGMENT_HEADER_LEN..=last).step_by(8).any(|pos| {
-            matches!(
-                format::decode_record(header.version, header.salt, &bytes[pos..]),
-                Record::BadBody { .. }
-            )
-        })
+/// The `segment_len` of every segment header of `image` that checks out.
+pub fn segment_lens(image: &Image) -> impl Iterator<Item = u64> + '_ {
+    image.iter().filter_map(|(name, bytes)| {
+        segment_id(name)?;
+        Some(format::SegmentHeader::decode(bytes)?.segment_len)
     })
 }
 
@@ -198,13 +210,14 @@ pub fn matches(checkpoint: &Checkpoint, present: &Present) -> bool {
         && checkpoint.job == body.job
         && checkpoint.phase == body.phase
         && checkpoint.version == body.data_version
+        && checkpoint.trigger == cairn::Trigger::from_code(body.trigger)
         && Some(checkpoint.at.timestamp_micros()) == Some(body.at_micros)
         && Some(&checkpoint.data) == data.as_ref()
 }
 
 /// Whether a valid record holds data that only fails when it is read (documented: the JSON and
 /// the timestamp are parsed when a checkpoint is read, not at recovery).
-pub fn unreadable(present: &Present) -> bool {
+fn unreadable(present: &Present) -> bool {
     let body = &present.body;
     serde_json::from_slice::<serde_json::Value>(&body.data).is_err()
         || chrono::DateTime::from_timestamp_micros(body.at_micros).is_none()

@@ -76,27 +76,41 @@ pub fn check_image(image: &Image, written: Option<&Written>) {
         // computes the next segment id as the highest id + 1, unchecked.
         return;
     }
-    if image::max_seq_on_disk(image) > u64::MAX - SEQ_HEADROOM {
+    let contents = image::contents_of(image);
+    if contents.max_seq > u64::MAX - SEQ_HEADROOM {
         // Known bug (tests/fuzz_corpus.rs::sequence_numbers_near_u64_max_on_disk): recovery
         // computes `seq + 1` of records read from disk unchecked.
         return;
     }
-    let present = image::present_checkpoints(image);
-    let bad_body = image::has_bad_body(image);
+    // Known bug (tests/fuzz_corpus.rs::a_segment_length_out_of_range_in_a_header): segment
+    // headers' segment_len is not checked against the allowed range, and a writer starts a new
+    // segment after an unsealed one that is too small to take a record. Besides, a writer
+    // restores a truncated file to its declared length, which on the simulated disk is memory:
+    // writers are not tried on images declaring more than 4 MiB.
+    let skip_writer =
+        image::segment_lens(image).any(|len| len > 4 << 20 || !segment_len_allowed(len));
     for mode in MODES {
         // Known bug (tests/fuzz_corpus.rs::
         // skip_corrupted_history_with_an_undecodable_checkpoint): skip-corrupted recovery
         // skips a checkpoint whose CRCs match but whose body does not decode, and history()
         // then fails on it.
-        let known_read_failure = bad_body && mode == RecoveryMode::SkipCorrupted;
+        let known_read_failure = contents.bad_body && mode == RecoveryMode::SkipCorrupted;
         let checks = Checks {
+            skip_writer,
             mode,
-            present: &present,
+            present: &contents.checkpoints,
             written,
-            known_read_failure,
+            reads_may_fail: contents.unreadable || known_read_failure,
         };
         check_mode(image, &checks);
     }
+}
+
+/// Whether cairn would create a segment of `len` bytes (FORMAT.md: 64 KiB to 1 GiB, a
+/// multiple of 4096).
+fn segment_len_allowed(len: u64) -> bool {
+    (cairn::MIN_SEGMENT_SIZE_BYTES..=cairn::MAX_SEGMENT_SIZE_BYTES).contains(&len)
+        && len.is_multiple_of(4096)
 }
 
 /// What the store's contents are checked against, in one recovery mode.
@@ -104,7 +118,11 @@ struct Checks<'a> {
     mode: RecoveryMode,
     present: &'a [Present],
     written: Option<&'a Written>,
-    known_read_failure: bool,
+    /// Reads of an opened store may fail: a valid record holds data that is only checked when
+    /// read, or a known bug.
+    reads_may_fail: bool,
+    /// Writer opens are not checked (see [`check_image`]).
+    skip_writer: bool,
 }
 
 fn check_mode(image: &Image, checks: &Checks) {
@@ -121,6 +139,9 @@ fn check_mode(image: &Image, checks: &Checks) {
         "{mode:?}: a read-only open changed the disk"
     );
 
+    if checks.skip_writer {
+        return;
+    }
     let writer = testing::open(&disk, dir, image::options(mode), false);
     match (&read, &writer) {
         (Some(_), Ok(_)) | (None, Err(_)) => {}
@@ -217,7 +238,7 @@ fn checked_contents(store: &Store, checks: &Checks) -> Option<Vec<Checkpoint>> {
         Ok(all) => all,
         Err(e) => {
             assert!(
-                checks.known_read_failure || present.iter().any(image::unreadable),
+                checks.reads_may_fail,
                 "{mode:?}: a read of an opened store failed: {e}"
             );
             return None;
@@ -405,7 +426,7 @@ fn override_header(input: &mut Input, header: &mut SegmentHeader, next_seq: u64)
             4096,
             SEGMENT_LEN / 2,
             SEGMENT_LEN + 8,
-            1 << 30,
+            1 << 20,
         ];
         header.segment_len = pick(input, &segment_lens);
     }

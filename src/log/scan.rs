@@ -74,9 +74,9 @@ pub(crate) fn scan_segment(
     let mut expected = segment.header.first_seq;
     out.valid_end = pos;
     loop {
-        let (header, len) = match next_record(segment, pos, expected, usable) {
+        let record = match next_record(segment, pos, expected, usable) {
             Step::End => break,
-            Step::Record(header, len) => (header, len),
+            Step::Record(header, len) => Ok((header, len)),
             // Skip-corrupted keeps a valid record after a gap, and reports the gap.
             Step::Gap(header, len) if rules.skip => {
                 out.damage.push(Damage {
@@ -88,65 +88,45 @@ pub(crate) fn scan_segment(
                         header.seq - 1
                     ),
                 });
-                (header, len)
+                Ok((header, len))
             }
-            Step::Gap(header, _) => {
-                let problem = format!(
-                    "sequence number {} where {expected} was expected",
-                    header.seq
-                );
-                if stop_or_skip(
-                    segment,
-                    rules,
-                    &mut out,
-                    &mut pos,
-                    &mut expected,
-                    problem,
-                    usable,
-                ) {
-                    continue;
-                }
-                break;
-            }
-            Step::Bad(problem) => {
-                if stop_or_skip(
-                    segment,
-                    rules,
-                    &mut out,
-                    &mut pos,
-                    &mut expected,
-                    problem,
-                    usable,
-                ) {
-                    continue;
-                }
-                break;
-            }
+            Step::Gap(header, _) => Err(format!(
+                "sequence number {} where {expected} was expected",
+                header.seq
+            )),
+            Step::Bad(problem) => Err(problem),
         };
-        let body = record_body(segment, pos, &header);
-        if let Err(reason) = visit(&segment.record_ref(pos, header, body)) {
-            let problem = format!("record {} does not decode: {reason}", header.seq);
-            if stop_or_skip(
-                segment,
-                rules,
-                &mut out,
-                &mut pos,
-                &mut expected,
-                problem,
-                usable,
-            ) {
-                continue;
+        let problem = match record {
+            Ok((header, len)) => {
+                let body = record_body(segment, pos, &header);
+                match visit(&segment.record_ref(pos, header, body)) {
+                    Ok(()) => {
+                        pos += len;
+                        expected = header.seq + 1;
+                        out.valid_end = pos;
+                        out.last_seq = Some(header.seq);
+                        out.records += 1;
+                        out.record_bytes += len;
+                        if header.kind == RecordKind::Seal {
+                            out.sealed = true;
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(reason) => format!("record {} does not decode: {reason}", header.seq),
+                }
             }
-            break;
-        }
-        pos += len;
-        expected = header.seq + 1;
-        out.valid_end = pos;
-        out.last_seq = Some(header.seq);
-        out.records += 1;
-        out.record_bytes += len;
-        if header.kind == RecordKind::Seal {
-            out.sealed = true;
+            Err(problem) => problem,
+        };
+        if !stop_or_skip(
+            segment,
+            rules,
+            &mut out,
+            &mut pos,
+            &mut expected,
+            problem,
+            usable,
+        ) {
             break;
         }
     }

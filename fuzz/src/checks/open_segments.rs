@@ -363,7 +363,7 @@ fn record_body(input: &mut Input, version: u16, seq: u64) -> (u8, CheckpointBody
     let body = CheckpointBody {
         job: JOBS[usize::from(kind_byte & 3)].into(),
         phase: "extract".into(),
-        at_micros: 1_700_000_000_000_000 + seq as i64,
+        at_micros: 1_700_000_000_000_000_i64.wrapping_add(seq as i64),
         data_version: 1,
         trigger: if v2 { (kind_byte >> 2) & 0xf } else { 0 },
         codec: if v2 && kind_byte & 0x80 != 0 {

@@ -3,6 +3,9 @@
 //! `cargo test`. See docs/FUZZING.md.
 //!
 //! `CAIRN_FUZZ_WRITE_SEEDS=1 cargo test --test fuzz_corpus` (re)writes the seed files.
+//!
+//! After the corpus tests come the regression tests of the bugs the fuzzers found, each the
+//! smallest case of its `fuzz/corpus/<target>/bug-*` input (docs/FUZZING.md, Findings).
 
 #[path = "../fuzz/src/checks/mod.rs"]
 mod checks;
@@ -102,10 +105,10 @@ fn truncated_store() -> checks::image::Image {
     image
 }
 
+/// Bug 1 (`open_segments/seed-truncated`): a writer that restored a truncated tail segment lost
+/// its published end, so `history()` missed its records until the next save.
 #[test]
-#[ignore = "bug: after a writer restores a truncated tail segment (point-in-time, \
-            skip-corrupted), history() misses that segment's records until the next save"]
-fn history_after_a_writer_restores_a_truncated_segment() {
+fn history_sees_a_truncated_tail_the_writer_restored() {
     use cairn::RecoveryMode;
     for mode in [RecoveryMode::PointInTime, RecoveryMode::SkipCorrupted] {
         let disk = checks::image::disk_with(&truncated_store());
@@ -123,10 +126,10 @@ fn history_after_a_writer_restores_a_truncated_segment() {
     }
 }
 
+/// Bug 2 (`open_segments/bug-seq-u64-max`): recovery computed `seq + 1` of a record numbered
+/// `u64::MAX` unchecked.
 #[test]
-#[ignore = "bug: a valid record numbered u64::MAX makes recovery compute `seq + 1` unchecked \
-            (a panic in builds with overflow checks, a wrap-around without)"]
-fn sequence_numbers_near_u64_max_on_disk() {
+fn a_record_numbered_u64_max_is_damage_not_a_panic() {
     use checks::format::{self, CheckpointBody, RecordHeader, SegmentHeader};
     let salt = 7;
     let seq = u64::MAX;
@@ -163,10 +166,10 @@ fn sequence_numbers_near_u64_max_on_disk() {
     }
 }
 
+/// Bug 3 (`open_segments/bug-skip-corrupted-bad-body`): skip-corrupted recovery skipped a
+/// checkpoint whose envelope does not decode, and `history()` then failed on it.
 #[test]
-#[ignore = "bug: skip-corrupted recovery skips a checkpoint whose CRCs match but whose body \
-            does not decode, then history() fails on that record"]
-fn skip_corrupted_history_with_an_undecodable_checkpoint() {
+fn skip_corrupted_history_steps_over_an_undecodable_checkpoint() {
     use checks::format::{self, CheckpointBody, RecordHeader, SegmentHeader};
     let salt = 7;
     let mut segment = vec![0u8; 65536];
@@ -220,11 +223,10 @@ fn skip_corrupted_history_with_an_undecodable_checkpoint() {
     assert_eq!(history.iter().map(|c| c.seq).collect::<Vec<_>>(), [2]);
 }
 
+/// Bug 4 (`open_segments/bug-segment-id-u64-max`): a writer computed the next segment id as
+/// `u64::MAX + 1`.
 #[test]
-#[ignore = "bug: a segment file named 18446744073709551615.seg that skip-corrupted recovery \
-            leaves in place makes a writer compute the next segment id as u64::MAX + 1 (a \
-            panic with overflow checks, id 0 without)"]
-fn a_segment_file_named_with_the_largest_id() {
+fn a_segment_file_named_with_the_largest_id_is_not_a_panic() {
     let mut image = checks::image::Image::new();
     image.insert("CAIRN".into(), checks::format::marker(2));
     // The magic, then a header that does not check out: a damaged segment header, which
@@ -241,10 +243,11 @@ fn a_segment_file_named_with_the_largest_id() {
     }
 }
 
+/// Bug 5 (`open_segments/bug-skip-corrupted-lost-save`): after skip-corrupted recovery went on
+/// past a segment whose `first_seq` goes back, the writer appended there and the next open
+/// cut the acknowledged save.
 #[test]
-#[ignore = "bug: after skip-corrupted recovery continued past a segment whose first_seq goes \
-            back, the writer appends there and the next open cuts the acknowledged save"]
-fn skip_corrupted_writer_appends_where_the_next_open_does_not_read() {
+fn skip_corrupted_keeps_a_save_made_after_a_sequence_gap() {
     use checks::format::{self, CheckpointBody, RecordHeader, SegmentHeader};
     let (salt1, salt2) = (7, 8);
     // Segment 1: checkpoints 1 to 3 and no seal. Segment 2: a header that says its first
@@ -297,11 +300,11 @@ fn skip_corrupted_writer_appends_where_the_next_open_does_not_read() {
     );
 }
 
+/// Bug 6 (`ops/bug-failed-seal-sync-then-crash`): after the sync of a seal failed, a reopened
+/// writer synced only the tail segment, so a later power loss lost the seal and the store
+/// no longer opened (`MissingSeal`).
 #[test]
-#[ignore = "bug: when the sync of a sealed segment fails, the reopened writer syncs only the \
-            tail segment, so the seal can still be lost in a machine crash after later saves \
-            were acknowledged, and the store no longer opens (MissingSeal)"]
-fn a_failed_seal_sync_is_not_repaired_by_the_next_writer() {
+fn a_seal_whose_sync_failed_is_synced_by_the_next_writer() {
     use cairn::testing::{CrashMode, Fault, SimDisk};
     let dir = Path::new(checks::image::DIR);
     let options = || checks::image::options(cairn::RecoveryMode::TolerateTornTail);
@@ -337,11 +340,11 @@ fn a_failed_seal_sync_is_not_repaired_by_the_next_writer() {
     );
 }
 
+/// Bug 7 (`open_segments/bug-segment-len-zero`): a header's `segment_len` was not range-checked;
+/// with 0, the writer started a new segment without sealing the tail, and the store no longer
+/// opened (`MissingSeal`).
 #[test]
-#[ignore = "bug: a segment header's segment_len is not checked against the allowed range; \
-            with a tail segment too small to take a record, the writer starts a new segment \
-            without sealing it, and the store no longer opens (MissingSeal)"]
-fn a_segment_length_out_of_range_in_a_header() {
+fn a_segment_length_out_of_range_is_refused_not_lost() {
     use checks::format::SegmentHeader;
     let mut header = SegmentHeader::valid(2, 1, 1, 7);
     header.segment_len = 0;

@@ -17,6 +17,10 @@ pub const CODEC_JSON: u8 = 0;
 pub const CODEC_LZ4: u8 = 1;
 /// The format's ceiling on decompressed checkpoint data.
 pub const MAX_DECOMPRESSED_BYTES: usize = 64 * 1024 * 1024;
+/// Sequence numbers (of records, and segments' `first_seq`) are below this.
+pub const SEQ_LIMIT: u64 = 1 << 63;
+/// Segment ids are below this: a name with a larger id is not a segment name.
+pub const SEGMENT_ID_LIMIT: u64 = 1 << 62;
 /// The format's ceiling on a record body.
 pub const MAX_BODY_BYTES: u32 = 64 * 1024 * 1024;
 /// The format's ceiling on a checkpoint envelope.
@@ -107,7 +111,8 @@ impl SegmentHeader {
             && (1..=FORMAT_VERSION).contains(&header.version)
             && le_u32(head, 60)? == crc
             && usize::from(header.header_len) == SEGMENT_HEADER_LEN
-            && header.first_seq != 0;
+            && (64 * 1024..=1 << 30).contains(&header.segment_len)
+            && (1..SEQ_LIMIT).contains(&header.first_seq);
         valid.then_some(header)
     }
 }
@@ -327,7 +332,7 @@ pub fn decode_record(version: u16, salt: u32, bytes: &[u8]) -> Record {
         && le_u32(head, 4) == Some(salted_crc(salt, &head[8..]))
         && (KIND_CHECKPOINT..=KIND_JOB_EVENT).contains(&kind)
         && head[29..32] == [0, 0, 0]
-        && seq >= 1
+        && (1..SEQ_LIMIT).contains(&seq)
         && durable_seq < seq
         && body_len <= MAX_BODY_BYTES;
     if !header_ok {

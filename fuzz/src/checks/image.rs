@@ -32,7 +32,8 @@ pub fn segment_name(id: u64) -> String {
 pub fn segment_id(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(".seg")?;
     let all_digits = digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit());
-    all_digits.then(|| digits.parse().ok()).flatten()
+    let id: u64 = all_digits.then(|| digits.parse().ok()).flatten()?;
+    (id < format::SEGMENT_ID_LIMIT).then_some(id)
 }
 
 pub fn options(mode: RecoveryMode) -> Options {
@@ -127,11 +128,6 @@ pub struct Contents {
     /// Every checkpoint that checks out at any 8-byte aligned offset of any segment file whose
     /// header checks out.
     pub checkpoints: Vec<Present>,
-    /// The highest sequence number of such a header (`first_seq`) or of a record of any kind
-    /// that recovery accepts.
-    pub max_seq: u64,
-    /// A checkpoint's CRCs match but its envelope does not decode.
-    pub bad_body: bool,
     /// A valid record whose data fails only when read: data that does not decompress, is not
     /// JSON, or a timestamp out of range.
     pub unreadable: bool,
@@ -149,7 +145,6 @@ pub fn contents_of(image: &Image) -> Contents {
         let Some(header) = format::SegmentHeader::decode(bytes) else {
             continue;
         };
-        found.max_seq = found.max_seq.max(header.first_seq);
         let mut pos = SEGMENT_HEADER_LEN;
         while pos + format::RECORD_HEADER_LEN <= bytes.len() {
             // Whole zero pages are skipped with one comparison: under the fuzzer every byte
@@ -172,25 +167,16 @@ pub fn contents_of(image: &Image) -> Contents {
 
 impl Contents {
     fn add(&mut self, record: Record) {
-        let seq = match record {
-            Record::Invalid => return,
-            Record::BadBody { .. } => {
-                self.bad_body = true;
-                return;
-            }
-            Record::BadData { seq } => {
-                self.unreadable = true;
-                seq
-            }
-            Record::Seal { seq, .. } | Record::JobEvent { seq, .. } => seq,
+        match record {
+            Record::BadData { .. } => self.unreadable = true,
             Record::Checkpoint { seq, body, .. } => {
                 let present = Present { seq, body };
                 self.unreadable |= unreadable(&present);
                 self.checkpoints.push(present);
-                seq
             }
-        };
-        self.max_seq = self.max_seq.max(seq);
+            Record::Invalid | Record::BadBody { .. } | Record::Seal { .. } => {}
+            Record::JobEvent { .. } => {}
+        }
     }
 }
 

@@ -55,8 +55,6 @@ struct Model {
     poisoned: bool,
     /// Faults were injected and may still be armed.
     faults_armed: bool,
-    /// The sync of a sealed segment failed at some point (see [`open_writer`]).
-    seal_sync_failed: bool,
     saves_made: u64,
 }
 
@@ -137,13 +135,6 @@ fn open_writer(disk: &SimDisk, model: &mut Model, context: &str) -> Option<Store
     let dir = Path::new(image::DIR);
     let store = match testing::open(disk, dir, options(), false) {
         Ok(store) => store,
-        Err(Error::Corrupt { reason, .. })
-            if model.seal_sync_failed && reason.starts_with("MissingSeal") =>
-        {
-            // Known bug (tests/fuzz_corpus.rs::
-            // a_failed_seal_sync_is_not_repaired_by_the_next_writer).
-            return None;
-        }
         Err(e) => {
             assert!(
                 model.faults_armed,
@@ -187,7 +178,6 @@ fn save(store: &Store, model: &mut Model, input: &mut Input, op: u8, context: &s
                 model.faults_armed,
                 "{context}: save failed without a fault: {e}"
             );
-            model.seal_sync_failed |= e.to_string().contains("sync sealed segment");
             let poisons = matches!(
                 &e,
                 Error::Poisoned { .. }

@@ -75,11 +75,9 @@ fn every_committed_corpus_file_passes_its_check() {
 
 /// One segment holding one checkpoint of job `alpha`, cut to 256 bytes (its header says
 /// 64 KiB): the input `fuzz/corpus/open_segments/seed-truncated` in small.
-fn truncated_store() -> checks::image::Image {
-    use checks::format::{self, CheckpointBody, RecordHeader, SegmentHeader};
-    let salt = 7;
-    let mut segment = vec![0u8; 65536];
-    segment[..64].copy_from_slice(&SegmentHeader::valid(2, 1, 1, salt).encode());
+/// A valid checkpoint record (format 2) of job `alpha`, as the reference encoder writes it.
+fn checkpoint_record(salt: u32, seq: u64, durable_seq: u64, data: &[u8]) -> Vec<u8> {
+    use checks::format::{self, CheckpointBody, RecordHeader};
     let body = CheckpointBody {
         job: "alpha".into(),
         phase: "p".into(),
@@ -87,16 +85,24 @@ fn truncated_store() -> checks::image::Image {
         data_version: 1,
         trigger: 0,
         codec: format::CODEC_JSON,
-        data: b"{}".to_vec(),
+        data: data.to_vec(),
     }
     .encode(2);
-    let record = RecordHeader {
-        seq: 1,
-        durable_seq: 0,
+    RecordHeader {
+        seq,
+        durable_seq,
         body_len: body.len() as u32,
         kind: format::KIND_CHECKPOINT,
     }
-    .encode(salt, &body);
+    .encode(salt, &body)
+}
+
+fn truncated_store() -> checks::image::Image {
+    use checks::format::{self, SegmentHeader};
+    let salt = 7;
+    let mut segment = vec![0u8; 65536];
+    segment[..64].copy_from_slice(&SegmentHeader::valid(2, 1, 1, salt).encode());
+    let record = checkpoint_record(salt, 1, 0, b"{}");
     segment[64..64 + record.len()].copy_from_slice(&record);
     segment.truncate(256);
     let mut image = checks::image::Image::new();
@@ -130,28 +136,12 @@ fn history_sees_a_truncated_tail_the_writer_restored() {
 /// `u64::MAX` unchecked.
 #[test]
 fn a_record_numbered_u64_max_is_damage_not_a_panic() {
-    use checks::format::{self, CheckpointBody, RecordHeader, SegmentHeader};
+    use checks::format::{self, SegmentHeader};
     let salt = 7;
     let seq = u64::MAX;
     let mut segment = vec![0u8; 65536];
     segment[..64].copy_from_slice(&SegmentHeader::valid(2, 1, seq, salt).encode());
-    let body = CheckpointBody {
-        job: "alpha".into(),
-        phase: "p".into(),
-        at_micros: 0,
-        data_version: 1,
-        trigger: 0,
-        codec: format::CODEC_JSON,
-        data: b"{}".to_vec(),
-    }
-    .encode(2);
-    let head = RecordHeader {
-        seq,
-        durable_seq: 0,
-        body_len: body.len() as u32,
-        kind: 1,
-    };
-    let record = head.encode(salt, &body);
+    let record = checkpoint_record(salt, seq, 0, b"{}");
     segment[64..64 + record.len()].copy_from_slice(&record);
     let mut image = checks::image::Image::new();
     image.insert("CAIRN".into(), format::marker(2));
@@ -170,7 +160,7 @@ fn a_record_numbered_u64_max_is_damage_not_a_panic() {
 /// checkpoint whose envelope does not decode, and `history()` then failed on it.
 #[test]
 fn skip_corrupted_history_steps_over_an_undecodable_checkpoint() {
-    use checks::format::{self, CheckpointBody, RecordHeader, SegmentHeader};
+    use checks::format::{self, RecordHeader, SegmentHeader};
     let salt = 7;
     let mut segment = vec![0u8; 65536];
     segment[..64].copy_from_slice(&SegmentHeader::valid(2, 1, 1, salt).encode());
@@ -182,23 +172,7 @@ fn skip_corrupted_history_steps_over_an_undecodable_checkpoint() {
         kind: 1,
     }
     .encode(salt, &[]);
-    let body = CheckpointBody {
-        job: "alpha".into(),
-        phase: "p".into(),
-        at_micros: 0,
-        data_version: 1,
-        trigger: 0,
-        codec: format::CODEC_JSON,
-        data: b"{}".to_vec(),
-    }
-    .encode(2);
-    let head = RecordHeader {
-        seq: 2,
-        durable_seq: 0,
-        body_len: body.len() as u32,
-        kind: 1,
-    };
-    let valid = head.encode(salt, &body);
+    let valid = checkpoint_record(salt, 2, 0, b"{}");
     segment[64..96].copy_from_slice(&empty);
     segment[96..96 + valid.len()].copy_from_slice(&valid);
     let mut image = checks::image::Image::new();
@@ -248,7 +222,7 @@ fn a_segment_file_named_with_the_largest_id_is_not_a_panic() {
 /// cut the acknowledged save.
 #[test]
 fn skip_corrupted_keeps_a_save_made_after_a_sequence_gap() {
-    use checks::format::{self, CheckpointBody, RecordHeader, SegmentHeader};
+    use checks::format::{self, SegmentHeader};
     let (salt1, salt2) = (7, 8);
     // Segment 1: checkpoints 1 to 3 and no seal. Segment 2: a header that says its first
     // record is number 2, and a torn record.
@@ -256,23 +230,7 @@ fn skip_corrupted_keeps_a_save_made_after_a_sequence_gap() {
     segment1[..64].copy_from_slice(&SegmentHeader::valid(2, 1, 1, salt1).encode());
     let mut pos = 64;
     for seq in 1..=3u64 {
-        let body = CheckpointBody {
-            job: "alpha".into(),
-            phase: "p".into(),
-            at_micros: 0,
-            data_version: 1,
-            trigger: 0,
-            codec: format::CODEC_JSON,
-            data: format!("{seq}").into_bytes(),
-        }
-        .encode(2);
-        let head = RecordHeader {
-            seq,
-            durable_seq: seq - 1,
-            body_len: body.len() as u32,
-            kind: 1,
-        };
-        let record = head.encode(salt1, &body);
+        let record = checkpoint_record(salt1, seq, seq - 1, format!("{seq}").as_bytes());
         segment1[pos..pos + record.len()].copy_from_slice(&record);
         pos += record.len();
     }

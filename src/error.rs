@@ -41,6 +41,27 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// The store's size limit ([`Retention::max_bytes`](crate::Retention::max_bytes)) leaves
+    /// no room for a new segment even after compaction: the live data (each job's latest
+    /// checkpoint and state, and history the retention policy still keeps) fills it. Nothing
+    /// was written and nothing acknowledged was lost; raise the limit or delete jobs.
+    #[error(
+        "store {} is full: {used_bytes} bytes in use after compaction, and a new segment of \
+         {segment_bytes} bytes would pass the limit of {limit_bytes} bytes; raise the limit \
+         (Retention::max_bytes) or delete jobs",
+        dir.display()
+    )]
+    StoreFull {
+        /// The store directory.
+        dir: PathBuf,
+        /// Bytes of segment files in use.
+        used_bytes: u64,
+        /// The size of the segment that did not fit.
+        segment_bytes: u64,
+        /// The limit in force.
+        limit_bytes: u64,
+    },
+
     /// The directory exists but is not a cairn store, or no store exists where one was expected.
     #[error("{} is not a cairn store: {reason}", path.display())]
     NotAStore {

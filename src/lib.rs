@@ -23,10 +23,13 @@ pub use job::{
 };
 pub use log::{Finding, FindingKind, RecoveryReport};
 pub use options::{
-    Durability, MAX_JOB_NAME_BYTES, MAX_PHASE_BYTES, MAX_SEGMENT_SIZE_BYTES,
-    MIN_SEGMENT_SIZE_BYTES, Options, RecoveryMode,
+    AutoCompact, Durability, MAX_JOB_NAME_BYTES, MAX_PHASE_BYTES, MAX_SEGMENT_SIZE_BYTES,
+    MIN_SEGMENT_SIZE_BYTES, Options, RecoveryMode, Retention,
 };
-pub use store::{JobSummary, Metrics, MigrationCheck, MigrationFailure, RecoveryPlan, Store};
+pub use store::{
+    CompactionReport, JobSummary, Metrics, MigrationCheck, MigrationFailure, RecoveryPlan, Store,
+    StoreStats,
+};
 
 // The Rust examples in docs/ are compiled and run as doctests.
 #[cfg(doctest)]
@@ -85,7 +88,7 @@ pub mod testing {
                     checkpoint: Some((body.job, body.data_json)),
                 })
             }
-            RecordKind::Seal | RecordKind::JobEvent => Some(DecodedRecord {
+            RecordKind::Seal | RecordKind::JobEvent | RecordKind::Snapshot => Some(DecodedRecord {
                 seq: header.seq,
                 checkpoint: None,
             }),

@@ -65,6 +65,123 @@ pub const MAX_JOB_NAME_BYTES: usize = 4096;
 /// The hard ceiling on phase names, whatever the options say.
 pub const MAX_PHASE_BYTES: usize = 4096;
 
+/// What compaction keeps. **The latest checkpoint and the state of every job that was not
+/// deleted are always kept**, whatever the policy says; the policy only trims history.
+///
+/// ```
+/// use std::time::Duration;
+/// let retention = cairn::Retention::default()
+///     .keep_last(5)
+///     .max_age(Duration::from_secs(7 * 24 * 3600))
+///     .max_bytes(256 * 1024 * 1024);
+/// assert_eq!(retention.keep_last_count(), 5);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retention {
+    pub(crate) keep_last: usize,
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) max_bytes: Option<u64>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_last: 10,
+            max_age: None,
+            max_bytes: None,
+        }
+    }
+}
+
+impl Retention {
+    /// Keep at most the newest `n` checkpoints of each job (at least 1: the latest is always
+    /// kept). Default: 10.
+    pub fn keep_last(mut self, n: usize) -> Self {
+        self.keep_last = n.max(1);
+        self
+    }
+
+    /// Drop checkpoints older than `age` (except each job's latest). Default: no age limit.
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.max_age = Some(age);
+        self
+    }
+
+    /// Cap the store's disk use (all segment files) at `bytes`. Compaction drops the oldest
+    /// history first to stay within it; if the live data alone (each job's latest checkpoint
+    /// and state) does not fit, saves are refused with [`Error::StoreFull`] instead of
+    /// dropping live state. Default: no cap. At least four segments' worth is sensible.
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
+    /// How many checkpoints per job are kept.
+    pub fn keep_last_count(&self) -> usize {
+        self.keep_last
+    }
+
+    /// The age limit, if any.
+    pub fn max_age_limit(&self) -> Option<Duration> {
+        self.max_age
+    }
+
+    /// The disk-use cap, if any.
+    pub fn max_bytes_limit(&self) -> Option<u64> {
+        self.max_bytes
+    }
+}
+
+/// When compaction runs by itself, in a background thread. It is checked each time the log
+/// moves to a new segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AutoCompact {
+    pub(crate) enabled: bool,
+    pub(crate) segments: usize,
+    pub(crate) dead_bytes: u64,
+}
+
+impl Default for AutoCompact {
+    fn default() -> Self {
+        AutoCompact {
+            enabled: true,
+            segments: 8,
+            dead_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl AutoCompact {
+    /// No automatic compaction: only [`Store::compact`](crate::Store::compact) compacts. A
+    /// [`Retention::max_bytes`] cap is still enforced at the moment a save needs room.
+    pub fn disabled() -> Self {
+        AutoCompact {
+            enabled: false,
+            ..AutoCompact::default()
+        }
+    }
+
+    /// Compact when the store has this many segment files. Default: 8.
+    pub fn segments(mut self, n: usize) -> Self {
+        self.segments = n.max(2);
+        self
+    }
+
+    /// Compact when an estimated this many bytes of records are dead (job events, checkpoints
+    /// beyond the retention window, deleted jobs). Default: 64 MiB.
+    pub fn dead_bytes(mut self, bytes: u64) -> Self {
+        self.dead_bytes = bytes;
+        self
+    }
+
+    /// Whether compaction runs by itself.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+}
+
 /// How a store is opened. Build one with `Options::default()` and the setters.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -76,6 +193,8 @@ pub struct Options {
     pub(crate) max_job_name_bytes: usize,
     pub(crate) max_phase_bytes: usize,
     pub(crate) compress_above_bytes: u64,
+    pub(crate) retention: Retention,
+    pub(crate) auto_compact: AutoCompact,
 }
 
 impl Default for Options {
@@ -88,6 +207,8 @@ impl Default for Options {
             max_job_name_bytes: 256,
             max_phase_bytes: 128,
             compress_above_bytes: 64 * 1024,
+            retention: Retention::default(),
+            auto_compact: AutoCompact::default(),
         }
     }
 }
@@ -139,6 +260,29 @@ impl Options {
     pub fn compress_above(mut self, bytes: u64) -> Self {
         self.compress_above_bytes = bytes;
         self
+    }
+
+    /// What compaction keeps. Default: [`Retention::default`] (the newest 10 checkpoints per
+    /// job, no age limit, no size cap).
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// When compaction runs by itself. Default: [`AutoCompact::default`].
+    pub fn auto_compact(mut self, auto_compact: AutoCompact) -> Self {
+        self.auto_compact = auto_compact;
+        self
+    }
+
+    /// The retention policy in force.
+    pub fn retention_policy(&self) -> Retention {
+        self.retention
+    }
+
+    /// The automatic compaction thresholds in force.
+    pub fn auto_compact_policy(&self) -> AutoCompact {
+        self.auto_compact
     }
 
     /// The size above which checkpoint data is compressed.
@@ -206,6 +350,17 @@ impl Options {
             return Err(Error::invalid(
                 "phase limit",
                 format!("must be between 1 and {MAX_PHASE_BYTES} bytes"),
+            ));
+        }
+        if let Some(max) = self.retention.max_bytes
+            && max < 2 * self.segment_size_bytes
+        {
+            return Err(Error::invalid(
+                "store size limit",
+                format!(
+                    "{max} bytes is less than two segments of {} bytes",
+                    self.segment_size_bytes
+                ),
             ));
         }
         if self.max_payload_bytes == 0 {

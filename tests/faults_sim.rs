@@ -115,6 +115,7 @@ fn check_failure(
                 [
                     "create segment",
                     "write segment header",
+                    "sync new segment",
                     "rename new segment",
                     "sync directory"
                 ]

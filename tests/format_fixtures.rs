@@ -81,8 +81,8 @@ fn format_v1_store_opens_for_writing_and_takes_new_saves() {
     drop(store);
     let marker = std::fs::read_to_string(copy.path().join("CAIRN")).unwrap();
     assert_eq!(
-        marker, "cairn store\nformat_version 2\n",
-        "the marker now says the store needs format 2"
+        marker, "cairn store\nformat_version 3\n",
+        "the marker now says the store needs format 3"
     );
     let store = Store::open_read_only(copy.path()).unwrap();
     assert!(
@@ -91,5 +91,20 @@ fn format_v1_store_opens_for_writing_and_takes_new_saves() {
         store.recovery_report()
     );
     assert_eq!(store.latest("jira_sync").unwrap().unwrap().data["n"], 1);
-    assert_eq!(store.history("github_sync").unwrap().len(), 120);
+    let github = store.history("github_sync").unwrap();
+    assert_eq!(github.len(), 120);
+    drop(store);
+    // Compaction rewrites the format-1 records in the current format, keeping everything.
+    let store = Store::open_with(copy.path(), Options::default().segment_size(64 * 1024)).unwrap();
+    let report = store
+        .compact_with(&cairn::Retention::default().keep_last(1000))
+        .unwrap();
+    assert!(report.compacted, "{report:?}");
+    assert_eq!(report.checkpoints_dropped, 0, "{report:?}");
+    assert_eq!(store.history("github_sync").unwrap(), github);
+    drop(store);
+    let store = Store::open_read_only(copy.path()).unwrap();
+    assert!(store.recovery_report().is_clean());
+    assert_eq!(store.history("github_sync").unwrap(), github);
+    assert_eq!(store.latest("jira_sync").unwrap().unwrap().data["n"], 1);
 }

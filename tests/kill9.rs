@@ -143,10 +143,18 @@ fn every_acknowledged_save_survives_sigkill() {
     );
 }
 
+/// Compaction runs in the children and the checks (the background compactor after a few
+/// segments), keeping every checkpoint: the checks expect every acknowledged save.
+fn options() -> Options {
+    Options::default()
+        .segment_size(SEGMENT_SIZE_BYTES)
+        .retention(cairn::Retention::default().keep_last(usize::MAX))
+}
+
 /// Creates the store before the first kill, so that every round's checks (`verify`, reopen)
 /// have a store to look at even when the kill lands before `put` created it.
 fn create_store(dir: &Path) {
-    let options = Options::default().segment_size(SEGMENT_SIZE_BYTES);
+    let options = options();
     let store = Store::open_with(dir, options).expect("create the store");
     store.close().expect("close the new store");
 }
@@ -159,6 +167,8 @@ fn crash_round(dir: &Path, round: u64, plan: Plan) -> Round {
         .args([
             "--segment-size",
             "64KiB",
+            "--keep-last",
+            "1000000000",
             "--durability",
             plan.mode,
             "put",
@@ -239,7 +249,7 @@ fn collect_acks(stdout: ChildStdout, first_ack: mpsc::Sender<()>) -> Vec<(String
 /// what was acknowledged and, for earlier rounds, exactly as long as found before. Returns the
 /// number of torn tails recovery cut.
 fn check_store(dir: &Path, round: &Round, lines_kept: &mut Vec<u64>, context: &str) -> usize {
-    let options = Options::default().segment_size(SEGMENT_SIZE_BYTES);
+    let options = options();
     let store = Store::open_with(dir, options)
         .unwrap_or_else(|e| panic!("{context}: reopen failed: {e}\n{}", round.stderr));
     let report = store.recovery_report();
@@ -407,7 +417,7 @@ fn seed_from_clock() -> u64 {
 fn a_store_killed_while_writing_its_marker_still_opens() {
     let temp = tempfile::tempdir().expect("tempdir");
     std::fs::write(temp.path().join("CAIRN.tmp"), b"").expect("leftover marker");
-    let options = Options::default().segment_size(SEGMENT_SIZE_BYTES);
+    let options = options();
     let store = Store::open_with(temp.path(), options).expect("opens as a new store");
     store.save("job", "p", &1).expect("save");
 }

@@ -23,8 +23,12 @@ const CHILD_ROUND_ENV: &str = "CAIRN_KILL9_CHILD_ROUND";
 const WRITER_THREADS: u64 = 4;
 const ROUNDS_PER_STORE: u64 = 25;
 
+/// Compaction runs (the background compactor after a few segments) but keeps every
+/// checkpoint: the checks expect every acknowledged save.
 fn options() -> Options {
-    Options::default().segment_size(64 * 1024)
+    Options::default()
+        .segment_size(64 * 1024)
+        .retention(cairn::Retention::default().keep_last(usize::MAX))
 }
 
 /// The child: `WRITER_THREADS` threads save until the process is killed. Only runs when the

@@ -7,7 +7,8 @@
 //! | 8      | 8    | seq          | u64 global sequence number, strictly increasing              |
 //! | 16     | 8    | durable_seq  | u64, highest seq known durable when this record was written  |
 //! | 24     | 4    | body_len     | u32 length of the body                                       |
-//! | 28     | 1    | kind         | 1 checkpoint, 2 seal, 3 job event (format 2)                 |
+//! | 28     | 1    | kind         | 1 checkpoint, 2 seal, 3 job event (format 2), 4 snapshot     |
+//! |        |      |              | (format 3, compacted segments only)                          |
 //! | 29     | 1    | flags        | 0 (reserved)                                                 |
 //! | 30     | 2    | reserved     | 0                                                            |
 //! | 32     | n    | body         | `body_len` bytes, see `body.rs`                              |
@@ -41,6 +42,9 @@ pub(crate) enum RecordKind {
     Seal = 2,
     /// An event in a job's life (run started, failed, ...); body per `body.rs`. Format 2.
     JobEvent = 3,
+    /// The last record of a compacted segment: the folded state of every job as of its
+    /// sequence number (JSON, see `body.rs`). It ends the segment like a seal. Format 3.
+    Snapshot = 4,
 }
 
 impl RecordKind {
@@ -49,6 +53,7 @@ impl RecordKind {
             1 => Some(RecordKind::Checkpoint),
             2 => Some(RecordKind::Seal),
             3 => Some(RecordKind::JobEvent),
+            4 => Some(RecordKind::Snapshot),
             _ => None,
         }
     }

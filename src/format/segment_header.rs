@@ -3,12 +3,13 @@
 //! | offset | size | field              | meaning                                              |
 //! |--------|------|--------------------|------------------------------------------------------|
 //! | 0      | 8    | magic              | `b"CAIRNSEG"`                                        |
-//! | 8      | 2    | format_version     | u16: 2 (this build writes); 1 is still read           |
+//! | 8      | 2    | format_version     | u16: 3 (this build writes); 1 and 2 are still read    |
 //! | 10     | 2    | header_len         | u16, 64                                              |
-//! | 12     | 4    | flags              | u32, 0 (reserved)                                    |
+//! | 12     | 4    | flags              | u32: bit 0 `COMPACTED` (format 3); other bits zero    |
 //! | 16     | 8    | segment_id         | u64, equals the number in the file name              |
 //! | 24     | 8    | first_seq          | u64, sequence number of the segment's first record   |
 //! | 32     | 8    | segment_len        | u64, preallocated file length in bytes               |
+//! |        |      |                    | (64 KiB..=1 GiB; a compacted segment: 4 KiB..=1 GiB)  |
 //! | 40     | 8    | created_at_micros  | i64, creation time, microseconds since the Unix epoch|
 //! | 48     | 4    | salt               | u32, random; seeds every record CRC of this segment  |
 //! | 52     | 8    | reserved           | zero                                                 |
@@ -18,8 +19,17 @@ use super::{put, read_u16, read_u32, read_u64};
 
 pub(crate) const MAGIC: [u8; 8] = *b"CAIRNSEG";
 /// The segment format this build writes; it reads every version from 1 up to this one.
-/// Version 2 added job event records, the checkpoint trigger and compressed data.
-pub(crate) const FORMAT_VERSION: u16 = 2;
+/// Version 2 added job event records, the checkpoint trigger and compressed data; version 3
+/// added compacted segments (the `COMPACTED` flag) and snapshot records.
+pub(crate) const FORMAT_VERSION: u16 = 3;
+/// The first format version with compacted segments.
+const COMPACTION_VERSION: u16 = 3;
+/// Header flag: the segment was written by compaction. It replaces every segment with a lower
+/// id, its records keep their sequence numbers (strictly increasing, with gaps), and it ends
+/// with a snapshot record.
+pub(crate) const FLAG_COMPACTED: u32 = 1;
+/// The smallest length a compacted segment may declare.
+pub(crate) const MIN_COMPACTED_LEN: u64 = 4096;
 pub(crate) const SEGMENT_HEADER_LEN: usize = 64;
 /// The smallest segment length a header may declare.
 pub(crate) const MIN_SEGMENT_LEN: u64 = 64 * 1024;
@@ -49,6 +59,8 @@ pub(crate) struct SegmentHeader {
     pub segment_len: u64,
     pub created_at_micros: i64,
     pub salt: u32,
+    /// Written by compaction (format 3): see [`FLAG_COMPACTED`].
+    pub compacted: bool,
 }
 
 /// Why a header could not be decoded. The caller maps these to public errors with the path.
@@ -75,7 +87,8 @@ pub(crate) fn encode_segment_header(header: &SegmentHeader) -> [u8; SEGMENT_HEAD
         HEADER_LEN_OFFSET,
         &(SEGMENT_HEADER_LEN as u16).to_le_bytes(),
     );
-    put(&mut out, FLAGS_OFFSET, &0u32.to_le_bytes());
+    let flags = if header.compacted { FLAG_COMPACTED } else { 0 };
+    put(&mut out, FLAGS_OFFSET, &flags.to_le_bytes());
     put(
         &mut out,
         SEGMENT_ID_OFFSET,
@@ -143,10 +156,31 @@ pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, Heade
         segment_len: field(read_u64(bytes, SEGMENT_LEN_OFFSET))?,
         created_at_micros: field(read_u64(bytes, CREATED_AT_OFFSET))? as i64,
         salt: read_u32(bytes, SALT_OFFSET).ok_or(HeaderError::TooShort)?,
+        compacted: false,
     };
-    if !(MIN_SEGMENT_LEN..=MAX_SEGMENT_LEN).contains(&header.segment_len) {
+    let flags = read_u32(bytes, FLAGS_OFFSET).ok_or(HeaderError::TooShort)?;
+    let known_flags = if version >= COMPACTION_VERSION {
+        FLAG_COMPACTED
+    } else {
+        0
+    };
+    if flags & !known_flags != 0 {
         return Err(HeaderError::Damaged(format!(
-            "segment length {} outside {MIN_SEGMENT_LEN}..={MAX_SEGMENT_LEN}",
+            "unknown flags {flags:#x} for format version {version}"
+        )));
+    }
+    let header = SegmentHeader {
+        compacted: flags & FLAG_COMPACTED != 0,
+        ..header
+    };
+    let min_len = if header.compacted {
+        MIN_COMPACTED_LEN
+    } else {
+        MIN_SEGMENT_LEN
+    };
+    if !(min_len..=MAX_SEGMENT_LEN).contains(&header.segment_len) {
+        return Err(HeaderError::Damaged(format!(
+            "segment length {} outside {min_len}..={MAX_SEGMENT_LEN}",
             header.segment_len
         )));
     }
@@ -171,7 +205,69 @@ mod tests {
             segment_len: 1 << 20,
             created_at_micros: 1_700_000_000_000_000,
             salt: 0xdead_beef,
+            compacted: false,
         }
+    }
+
+    #[test]
+    fn compacted_flag_round_trips_and_is_format_3_only() {
+        let header = SegmentHeader {
+            compacted: true,
+            segment_len: MIN_COMPACTED_LEN,
+            ..sample()
+        };
+        let bytes = encode_segment_header(&header);
+        assert_eq!(decode_segment_header(&bytes), Ok(header));
+        let old = SegmentHeader {
+            version: 2,
+            ..header
+        };
+        assert!(matches!(
+            decode_segment_header(&encode_segment_header_unchecked(&old)),
+            Err(HeaderError::Damaged(_))
+        ));
+        // A regular segment may not be that small.
+        let small = SegmentHeader {
+            compacted: false,
+            ..header
+        };
+        assert!(matches!(
+            decode_segment_header(&encode_segment_header_unchecked(&small)),
+            Err(HeaderError::Damaged(_))
+        ));
+    }
+
+    /// Encodes without the round-trip check, for headers the decoder must refuse.
+    fn encode_segment_header_unchecked(header: &SegmentHeader) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut out = [0u8; SEGMENT_HEADER_LEN];
+        put(&mut out, MAGIC_OFFSET, &MAGIC);
+        put(&mut out, VERSION_OFFSET, &header.version.to_le_bytes());
+        put(&mut out, HEADER_LEN_OFFSET, &64u16.to_le_bytes());
+        put(
+            &mut out,
+            FLAGS_OFFSET,
+            &u32::from(header.compacted).to_le_bytes(),
+        );
+        put(
+            &mut out,
+            SEGMENT_ID_OFFSET,
+            &header.segment_id.to_le_bytes(),
+        );
+        put(&mut out, FIRST_SEQ_OFFSET, &header.first_seq.to_le_bytes());
+        put(
+            &mut out,
+            SEGMENT_LEN_OFFSET,
+            &header.segment_len.to_le_bytes(),
+        );
+        put(
+            &mut out,
+            CREATED_AT_OFFSET,
+            &header.created_at_micros.to_le_bytes(),
+        );
+        put(&mut out, SALT_OFFSET, &header.salt.to_le_bytes());
+        let crc = crc32fast::hash(&out[..HEADER_CRC_OFFSET]);
+        put(&mut out, HEADER_CRC_OFFSET, &crc.to_le_bytes());
+        out
     }
 
     #[test]
@@ -208,12 +304,12 @@ mod tests {
     #[test]
     fn newer_version_is_reported_as_such() {
         let mut bytes = encode_segment_header(&sample());
-        bytes[VERSION_OFFSET..VERSION_OFFSET + 2].copy_from_slice(&3u16.to_le_bytes());
+        bytes[VERSION_OFFSET..VERSION_OFFSET + 2].copy_from_slice(&4u16.to_le_bytes());
         let crc = crc32fast::hash(&bytes[..HEADER_CRC_OFFSET]);
         bytes[HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(
             decode_segment_header(&bytes),
-            Err(HeaderError::UnsupportedVersion(3))
+            Err(HeaderError::UnsupportedVersion(4))
         );
     }
 

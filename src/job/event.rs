@@ -48,6 +48,12 @@ pub enum JobEvent {
         /// How long to wait before starting it, in milliseconds.
         delay_ms: u64,
     },
+    /// The job was deleted: its checkpoints and state are gone from the store's view at once,
+    /// and compaction drops its records. Saving under the name again starts a new job.
+    JobDeleted {
+        /// Why, for the operator.
+        reason: String,
+    },
 }
 
 impl JobEvent {
@@ -60,6 +66,7 @@ impl JobEvent {
             JobEvent::RunSucceeded => "run_succeeded",
             JobEvent::CheckpointCleared { .. } => "checkpoint_cleared",
             JobEvent::RetryScheduled { .. } => "retry_scheduled",
+            JobEvent::JobDeleted { .. } => "job_deleted",
         }
     }
 }
@@ -199,6 +206,9 @@ mod tests {
             JobEvent::RetryScheduled {
                 attempt: 2,
                 delay_ms: 1500,
+            },
+            JobEvent::JobDeleted {
+                reason: "source retired".into(),
             },
         ]
     }

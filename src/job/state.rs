@@ -12,6 +12,7 @@
 //! | `RunSucceeded`      | `Succeeded`                              | `retry_count` reset to 0, `scheduled_retry` cleared, `last_success_seq` set  |
 //! | `CheckpointCleared` | `Pending`                                | `latest_checkpoint` moved to `cleared_checkpoint`, `clear_reason` set        |
 //! | `RetryScheduled`    | unchanged (`Failed` until the retry runs) | `scheduled_retry` set                                                       |
+//! | `JobDeleted`        | `Pending`                                | every field back to a new job's (the store also forgets the job)             |
 //!
 //! Every event also sets `last_seq` and counts in `events_applied`.
 
@@ -236,6 +237,7 @@ impl JobState {
                     at,
                 });
             }
+            JobEvent::JobDeleted { .. } => *self = JobState::new(&self.job),
         }
         self.events_applied = self.events_applied.saturating_add(1);
         self.last_seq = Some(seq);

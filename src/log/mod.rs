@@ -7,6 +7,7 @@
 
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
+mod compact;
 mod recovery;
 mod report;
 mod scan;
@@ -18,16 +19,17 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
+pub(crate) use compact::Kept;
 pub use report::{Finding, FindingKind, RecoveryReport};
 pub(crate) use scan::Visit;
 pub(crate) use writer::Appended;
 
 use crate::error::{Error, Result};
-use crate::format::{FORMAT_VERSION, RecordHeader, RecordKind, SEGMENT_HEADER_LEN};
+use crate::format::{FORMAT_VERSION, RecordHeader, RecordKind};
 use crate::options::RecoveryMode;
 use crate::storage::Storage;
 
-use segment::Segment;
+pub(crate) use segment::Segment;
 use writer::Writer;
 
 /// The file that marks a directory as a cairn store: `cairn store\nformat_version 2\n`.
@@ -71,6 +73,8 @@ pub(crate) struct Log {
     writer: Option<Mutex<Writer>>,
     sync: Mutex<SyncState>,
     synced: Condvar,
+    /// The cap on the bytes of all segment files, checked before a new segment is created.
+    size_limit: Option<u64>,
 }
 
 /// Locks a mutex, treating poisoning (a panic in another thread) as a bug.
@@ -141,6 +145,7 @@ impl Log {
         dir: &Path,
         mode: RecoveryMode,
         writer_segment_size: Option<u64>,
+        size_limit: Option<u64>,
         visit: &mut Visit<'_>,
     ) -> Result<(Log, RecoveryReport)> {
         let writable = writer_segment_size.is_some();
@@ -184,6 +189,7 @@ impl Log {
                 poisoned: None,
             }),
             synced: Condvar::new(),
+            size_limit,
         };
         Ok((log, recovered.report))
     }
@@ -208,6 +214,7 @@ impl Log {
             sync.synced_seq
         };
         if !writer.fits(body.len()) {
+            self.check_room(writer.segment_size())?;
             let sealed_seq =
                 self.poison_on_err(writer.rollover(self.storage.as_ref(), &self.dir, durable_seq))?;
             self.mark_synced(sealed_seq);
@@ -218,6 +225,23 @@ impl Log {
         let appended = self.poison_on_err(writer.append(kind, body, durable_seq))?;
         on_written(&appended);
         Ok(appended)
+    }
+
+    /// Refuses a new segment that would take the store past its size limit.
+    pub fn check_room(&self, segment_bytes: u64) -> Result<()> {
+        let Some(limit_bytes) = self.size_limit else {
+            return Ok(());
+        };
+        let used_bytes = self.storage_bytes();
+        if used_bytes + segment_bytes > limit_bytes {
+            return Err(Error::StoreFull {
+                dir: self.dir.clone(),
+                used_bytes,
+                segment_bytes,
+                limit_bytes,
+            });
+        }
+        Ok(())
     }
 
     fn segments_write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u64, Arc<Segment>>> {
@@ -336,21 +360,7 @@ impl Log {
     /// record damaged since the store was opened is an error, never silently left out.
     pub fn for_each_record(&self, f: &mut RecordVisitor<'_>) -> Result<()> {
         let segments: Vec<Arc<Segment>> = self.segments_read().values().cloned().collect();
-        for segment in segments {
-            let end = segment.published_end();
-            let mut pos = SEGMENT_HEADER_LEN as u64;
-            while pos < end {
-                if let Some(&(_, skip_to)) = segment.skipped.iter().find(|(start, _)| *start == pos)
-                {
-                    pos = skip_to;
-                    continue;
-                }
-                let (header, body) = segment.read_record(pos)?;
-                f(&segment.record_ref(pos, header, body))?;
-                pos += header.padded_len() as u64;
-            }
-        }
-        Ok(())
+        Log::for_each_record_in(&segments, f)
     }
 
     /// Segments in the log, with their file lengths.

@@ -13,7 +13,9 @@ use crate::storage::Storage;
 
 use super::report::{Finding, FindingKind, RecoveryReport};
 use super::scan::{ScanOutcome, ScanRules, Visit, scan_segment};
-use super::segment::{CREATING_SUFFIX, DISCARDED_SUFFIX, Segment, parse_segment_file_name};
+use super::segment::{
+    COMPACTING_SUFFIX, CREATING_SUFFIX, DISCARDED_SUFFIX, Segment, parse_segment_file_name,
+};
 
 /// Files of a store directory that are not segments but belong there.
 const KNOWN_FILES: [&str; 3] = [
@@ -48,6 +50,8 @@ pub(crate) struct Recovered {
 #[derive(Debug, Default)]
 struct Repairs {
     remove: Vec<PathBuf>,
+    /// Segments replaced by a compacted one, removed only after everything else.
+    superseded: Vec<PathBuf>,
     set_aside: Vec<PathBuf>,
     /// Zero `from..to` of the tail segment.
     zero: Option<(u64, u64)>,
@@ -77,7 +81,7 @@ fn list(storage: &dyn Storage, dir: &Path, report: &mut RecoveryReport) -> Resul
                 });
             }
             listing.segments.push((id, entry.path));
-        } else if entry.name.ends_with(CREATING_SUFFIX) {
+        } else if entry.name.ends_with(CREATING_SUFFIX) || entry.name.ends_with(COMPACTING_SUFFIX) {
             listing.leftovers.push(entry.path);
         } else if entry.name.contains(DISCARDED_SUFFIX) {
             report.notes.push(format!(
@@ -151,7 +155,7 @@ pub(crate) fn recover(
     let mut repairs = Repairs::default();
     for leftover in &listing.leftovers {
         report.notes.push(format!(
-            "{} is left by an interrupted segment creation (a writer removes it)",
+            "{} is left by an interrupted segment creation or compaction (a writer removes it)",
             leftover.display()
         ));
         repairs.remove.push(leftover.clone());
@@ -163,15 +167,31 @@ pub(crate) fn recover(
         next_seq: 1,
         stopped: false,
     };
-    let count = listing.segments.len();
     // Every header is checked before any record is read, so a foreign or newer file is refused
     // before anything is half-read.
-    let mut opened = Vec::with_capacity(count);
+    let mut opened = Vec::with_capacity(listing.segments.len());
     for (id, path) in &listing.segments {
         let segment = open_segment(storage, path, *id, writable)?;
         let blank = segment.is_err() && blank_file(storage, path);
         opened.push((path.clone(), segment, blank));
     }
+    // A compacted segment replaces every segment with a lower id: those are what a compaction
+    // that committed (renamed its output into place) had not deleted yet when it stopped.
+    let newest_compacted = opened.iter().rposition(|(_, segment, _)| {
+        segment
+            .as_ref()
+            .is_ok_and(|segment| segment.header.compacted)
+    });
+    if let Some(newest) = newest_compacted {
+        for (path, _, _) in opened.drain(..newest) {
+            pass.report.notes.push(format!(
+                "{} was replaced by a compaction that committed; a writer removes it",
+                path.display()
+            ));
+            repairs.superseded.push(path);
+        }
+    }
+    let count = opened.len();
     let mut tail_outcome: Option<ScanOutcome> = None;
     let mut prev_id: Option<u64> = None;
     let mut iter = opened.into_iter().enumerate().peekable();
@@ -245,6 +265,7 @@ pub(crate) fn recover(
     } = pass;
     report.last_seq = next_seq - 1;
     report.segments_scanned = count;
+    report.segments_superseded = repairs.superseded.len();
     let mut tail = tail;
     if writable {
         apply_repairs(storage, dir, &repairs, &mut report)?;
@@ -357,7 +378,9 @@ impl Pass {
                 FindingKind::MissingSegment,
                 format!("segments {}..={} are missing", prev + 1, segment.id - 1),
             )?;
-        } else if prev_id.is_none() && (segment.id != 1 || segment.header.first_seq != 1) {
+        } else if prev_id.is_none()
+            && ((segment.id != 1 && !segment.header.compacted) || segment.header.first_seq != 1)
+        {
             self.damage(
                 path,
                 0,
@@ -365,7 +388,7 @@ impl Pass {
                 FindingKind::MissingSegment,
                 format!(
                     "the oldest segment is {} starting at sequence number {}; the log starts at \
-                 segment 1, sequence number 1",
+                 segment 1 (or a compacted segment), sequence number 1",
                     segment.id, segment.header.first_seq
                 ),
             )?;
@@ -395,6 +418,7 @@ impl Pass {
             is_last,
         };
         let outcome = scan_segment(&segment, rules, visit);
+        let (segment_compacted, segment_path) = (segment.header.compacted, segment.path.clone());
         segment.publish(outcome.valid_end);
         let mut segment = segment;
         // What skip-corrupted stepped over inside the kept records, readers step over too.
@@ -432,7 +456,15 @@ impl Pass {
                 damage.detail.clone(),
             )?;
         }
-        if !outcome.sealed && !is_last && !self.stopped {
+        if segment_compacted && !outcome.sealed && !self.stopped {
+            self.damage(
+                &segment_path,
+                outcome.valid_end,
+                0,
+                FindingKind::DamagedRecord,
+                "a compacted segment does not end with its snapshot record".into(),
+            )?;
+        } else if !outcome.sealed && !is_last && !self.stopped {
             self.damage(
                 &segment.path,
                 outcome.valid_end,
@@ -496,7 +528,15 @@ fn apply_repairs(
             .rename(path, Path::new(&name))
             .map_err(|e| Error::io("set aside segment", path, e))?;
     }
-    if !repairs.remove.is_empty() || !repairs.set_aside.is_empty() {
+    // The compacted segment that replaces these is durable (it was renamed into place and the
+    // directory synced before any of them was removed).
+    for path in &repairs.superseded {
+        storage
+            .remove_file(path)
+            .map_err(|e| Error::io("remove replaced segment", path, e))?;
+    }
+    if !repairs.remove.is_empty() || !repairs.set_aside.is_empty() || !repairs.superseded.is_empty()
+    {
         storage
             .sync_dir(dir)
             .map_err(|e| Error::io("sync directory", dir, e))?;

@@ -52,6 +52,9 @@ pub struct RecoveryReport {
     pub mode: RecoveryMode,
     /// Segment files read.
     pub segments_scanned: usize,
+    /// Segment files left by a compaction that committed but had not removed them yet: they
+    /// are not read (a compacted segment holds what they held), and a writer removes them.
+    pub segments_superseded: usize,
     /// Valid records read.
     pub records_scanned: u64,
     /// Bytes of valid records read, headers included.
@@ -82,6 +85,7 @@ impl RecoveryReport {
         RecoveryReport {
             mode,
             segments_scanned: 0,
+            segments_superseded: 0,
             records_scanned: 0,
             bytes_scanned: 0,
             bytes_discarded: 0,

@@ -34,10 +34,11 @@ pub(crate) struct Damage {
 pub(crate) struct ScanOutcome {
     /// Offset just past the last valid record kept.
     pub valid_end: u64,
-    /// Sequence number of the last valid record kept (the seal included).
+    /// Sequence number of the last valid record kept (the seal or snapshot included).
     pub last_seq: Option<u64>,
     pub records: u64,
     pub record_bytes: u64,
+    /// The segment ends with a seal (or, compacted, with its snapshot).
     pub sealed: bool,
     /// End of the last non-zero byte at or after `valid_end` (equal to it when the rest of the
     /// segment is clean). The writer zeroes `valid_end..dirty_end` before appending.
@@ -107,7 +108,7 @@ pub(crate) fn scan_segment(
                         out.last_seq = Some(header.seq);
                         out.records += 1;
                         out.record_bytes += len;
-                        if header.kind == RecordKind::Seal {
+                        if matches!(header.kind, RecordKind::Seal | RecordKind::Snapshot) {
                             out.sealed = true;
                             break;
                         }
@@ -236,6 +237,16 @@ fn next_record(segment: &Segment, pos: u64, expected: u64, usable: u64) -> Step 
             "record {} is a job event in a format 1 segment",
             header.seq
         ));
+    }
+    if header.kind == RecordKind::Snapshot && !segment.header.compacted {
+        return Step::Bad(format!(
+            "record {} is a snapshot outside a compacted segment",
+            header.seq
+        ));
+    }
+    // Compaction keeps the sequence numbers of the records it keeps: gaps are expected there.
+    if header.seq > expected && segment.header.compacted {
+        return Step::Record(header, len);
     }
     if header.seq > expected {
         return Step::Gap(header, len);

@@ -14,6 +14,8 @@ use crate::storage::{SegmentFile, Storage};
 pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
 /// Suffix of a segment being created; such a file never holds acknowledged data.
 pub(crate) const CREATING_SUFFIX: &str = ".seg.creating";
+/// Suffix of a compacted segment being written; it becomes a segment only by its rename.
+pub(crate) const COMPACTING_SUFFIX: &str = ".seg.compacting";
 /// Suffix given to segments that point-in-time recovery set aside.
 pub(crate) const DISCARDED_SUFFIX: &str = ".seg.discarded";
 const ID_DIGITS: usize = 20;
@@ -76,8 +78,6 @@ impl Segment {
         len: u64,
         salt: u32,
     ) -> Result<Segment> {
-        let path = dir.join(segment_file_name(id));
-        let tmp = dir.join(format!("{id:0ID_DIGITS$}{CREATING_SUFFIX}"));
         let header = SegmentHeader {
             version: crate::format::FORMAT_VERSION,
             segment_id: id,
@@ -85,19 +85,64 @@ impl Segment {
             segment_len: len,
             created_at_micros: chrono::Utc::now().timestamp_micros(),
             salt,
+            compacted: false,
         };
+        let tmp = dir.join(format!("{id:0ID_DIGITS$}{CREATING_SUFFIX}"));
+        Segment::create_with(
+            storage,
+            dir,
+            &tmp,
+            header,
+            |_| Ok(SEGMENT_HEADER_LEN as u64),
+        )
+    }
+
+    /// Writes a compacted segment: `fill` writes its records after the header and returns
+    /// where they end; everything is synced, then the file is renamed over segment `id` and
+    /// the directory synced. The rename is the commit point of a compaction (docs/FORMAT.md).
+    /// On failure the temporary file is removed (best effort) and segment `id` is unchanged.
+    pub fn create_compacted(
+        storage: &dyn Storage,
+        dir: &Path,
+        header: SegmentHeader,
+        fill: impl FnOnce(&dyn SegmentFile) -> std::io::Result<u64>,
+    ) -> Result<Segment> {
+        assert!(header.compacted, "a compacted segment's header says so");
+        let id = header.segment_id;
+        let tmp = dir.join(format!("{id:0ID_DIGITS$}{COMPACTING_SUFFIX}"));
+        Segment::create_with(storage, dir, &tmp, header, fill)
+    }
+
+    fn create_with(
+        storage: &dyn Storage,
+        dir: &Path,
+        tmp: &Path,
+        header: SegmentHeader,
+        fill: impl FnOnce(&dyn SegmentFile) -> std::io::Result<u64>,
+    ) -> Result<Segment> {
+        let path = dir.join(segment_file_name(header.segment_id));
         // A leftover of an earlier failed attempt by this writer (it holds the lock).
-        let _ = storage.remove_file(&tmp);
-        let created = Segment::create_file(storage, dir, &tmp, &path, &header);
-        if created.is_err() {
-            let _ = storage.remove_file(&tmp);
-            let _ = storage.remove_file(&path);
-        }
-        let file = created?;
+        let _ = storage.remove_file(tmp);
+        let created = Segment::create_file(storage, dir, tmp, &path, &header, fill);
+        let (file, end) = match created {
+            Ok(created) => created,
+            Err(CreateFailure::BeforeRename(error)) => {
+                let _ = storage.remove_file(tmp);
+                return Err(error);
+            }
+            Err(CreateFailure::AfterRename(error)) => {
+                // The rename happened but may not be durable: a regular segment is removed
+                // again (it holds no record); a compacted one stays, as it may be the only
+                // copy of what it replaced once the rename is durable.
+                if !header.compacted {
+                    let _ = storage.remove_file(&path);
+                }
+                return Err(error);
+            }
+        };
         let segment = Segment::new(path, header, file);
-        segment
-            .synced_end
-            .store(SEGMENT_HEADER_LEN as u64, Ordering::Release);
+        segment.publish(end);
+        segment.synced_end.store(end, Ordering::Release);
         Ok(segment)
     }
 
@@ -107,10 +152,12 @@ impl Segment {
         tmp: &Path,
         path: &Path,
         header: &SegmentHeader,
-    ) -> Result<Box<dyn SegmentFile>> {
+        fill: impl FnOnce(&dyn SegmentFile) -> std::io::Result<u64>,
+    ) -> Result<(Box<dyn SegmentFile>, u64), CreateFailure> {
+        let before = CreateFailure::BeforeRename;
         let len = header.segment_len;
         let file = storage.create_segment(tmp, len).map_err(|source| {
-            if is_disk_full(&source) {
+            before(if is_disk_full(&source) {
                 Error::DiskFull {
                     path: path.to_path_buf(),
                     needed_bytes: len,
@@ -118,19 +165,22 @@ impl Segment {
                 }
             } else {
                 Error::io("create segment", tmp, source)
-            }
+            })
         })?;
         let bytes = encode_segment_header(header);
         file.write(0, &bytes)
-            .and_then(|()| file.sync(0, bytes.len() as u64))
-            .map_err(|e| Error::io("write segment header", tmp, e))?;
+            .map_err(|e| before(Error::io("write segment header", tmp, e)))?;
+        let end = fill(file.as_ref()).map_err(|e| before(Error::io("write records of", tmp, e)))?;
+        assert!(end >= SEGMENT_HEADER_LEN as u64 && end <= len);
+        file.sync(0, end)
+            .map_err(|e| before(Error::io("sync new segment", tmp, e)))?;
         storage
             .rename(tmp, path)
-            .map_err(|e| Error::io("rename new segment", path, e))?;
+            .map_err(|e| before(Error::io("rename new segment", path, e)))?;
         storage
             .sync_dir(dir)
-            .map_err(|e| Error::io("sync directory", dir, e))?;
-        Ok(file)
+            .map_err(|e| CreateFailure::AfterRename(Error::io("sync directory", dir, e)))?;
+        Ok((file, end))
     }
 
     /// The same segment on a new mapping of its file (after the file was grown), keeping what
@@ -210,6 +260,12 @@ impl Segment {
             .ok_or_else(|| corrupt("record body out of bounds".into()))?;
         Ok((header, body))
     }
+}
+
+/// How creating a segment failed: before its rename (nothing changed) or after it.
+enum CreateFailure {
+    BeforeRename(Error),
+    AfterRename(Error),
 }
 
 /// ENOSPC or EDQUOT.

@@ -23,6 +23,8 @@ pub(crate) struct Appended {
     pub seq: u64,
     pub segment_id: u64,
     pub offset: u64,
+    /// Bytes the record takes on disk, header and padding included.
+    pub bytes: u64,
 }
 
 /// A failed write: `Clean` left the log as it was (e.g. no space for a new segment);
@@ -54,7 +56,7 @@ pub(crate) struct Writer {
 }
 
 /// A random salt for a new segment.
-fn new_salt() -> u32 {
+pub(crate) fn new_salt() -> u32 {
     // RandomState is seeded from the OS per process; hashing a counter-like value gives
     // independent salts for successive segments.
     let value = RandomState::new().hash_one(std::time::SystemTime::now());
@@ -101,6 +103,11 @@ impl Writer {
 
     pub fn segment(&self) -> Arc<Segment> {
         self.segment.clone()
+    }
+
+    /// The size of new segments.
+    pub fn segment_size(&self) -> u64 {
+        self.segment_size
     }
 
     pub fn segment_id(&self) -> u64 {
@@ -159,6 +166,7 @@ impl Writer {
             seq: self.next_seq,
             segment_id: self.segment.id,
             offset: self.offset,
+            bytes: self.buf.len() as u64,
         };
         self.offset += self.buf.len() as u64;
         self.next_seq += 1;

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::index::{JobEntry, Location, time_from_micros};
+use super::index::{Index, JobEntry, Location, time_from_micros};
 use super::metrics::Counters;
 use super::{JobSummary, Store};
 use crate::checkpoint::Checkpoint;
@@ -76,6 +76,7 @@ impl Store {
         let stored_len = encode_checkpoint_body(&body, compress, &mut encoded)
             .map_err(|reason| Error::invalid("checkpoint", reason))?;
         self.check_size(job, stored_len, encoded.len())?;
+        self.make_room(encoded.len())?;
         let inner = &self.inner;
         let appended = inner
             .log
@@ -85,8 +86,11 @@ impl Store {
                     segment_id: appended.segment_id,
                     offset: appended.offset,
                 };
-                self.index_mut().checkpoint(job, at, time, phase, trigger);
-            })?;
+                self.index_mut()
+                    .checkpoint(job, at, time, phase, trigger, appended.bytes);
+            });
+        self.after_append(&appended);
+        let appended = appended?;
         Counters::add(&inner.counters.checkpoints_saved, 1);
         Counters::add(&inner.counters.compressed_saves, u64::from(compress));
         Counters::add(&inner.counters.bytes_appended, encoded.len() as u64);
@@ -157,14 +161,29 @@ impl Store {
     /// [`Store::clear_checkpoint`] is still the latest one saved; [`Store::job`] and
     /// [`Store::plan_recovery`] tell whether the job resumes from it.
     pub fn latest(&self, job: &str) -> Result<Option<Checkpoint>> {
-        let latest = self.index().get(job).and_then(|entry| entry.latest);
-        latest.map(|at| self.read_checkpoint(at)).transpose()
+        let index = self.index();
+        let latest = index.get(job).and_then(|entry| entry.latest);
+        latest
+            .map(|at| self.read_checkpoint(&index, at))
+            .transpose()
     }
 
-    /// The checkpoint at `at`, upgraded to the job type's current format.
-    pub(super) fn read_checkpoint(&self, at: Location) -> Result<Checkpoint> {
+    /// The checkpoint at `at`, upgraded to the job type's current format. The caller holds
+    /// the index lock it found `at` under: a compaction moves records only under the write
+    /// lock, so the location stays true while it is read.
+    pub(super) fn read_checkpoint(&self, _index: &Index, at: Location) -> Result<Checkpoint> {
         let log = &self.inner.log;
         let checkpoint = log.read_at(at.segment_id, at.offset, |record| {
+            if record.header.seq != at.seq {
+                return Err(log.corrupt(
+                    at.segment_id,
+                    at.offset,
+                    format!(
+                        "record {} where record {} was expected",
+                        record.header.seq, at.seq
+                    ),
+                ));
+            }
             to_checkpoint(record).map_err(|reason| log.corrupt(at.segment_id, at.offset, reason))
         })?;
         self.upgrade(checkpoint)
@@ -196,9 +215,11 @@ impl Store {
 
     /// Every checkpoint of `job` as stored, oldest first.
     pub(super) fn raw_history(&self, job: &str) -> Result<Vec<Checkpoint>> {
-        if self.index().get(job).is_none_or(|e| e.checkpoints == 0) {
-            return Ok(Vec::new());
-        }
+        // Records up to `since` belong to a deleted job of the same name.
+        let since = match self.index().get(job) {
+            Some(entry) if entry.checkpoints > 0 => entry.since_seq,
+            _ => return Ok(Vec::new()),
+        };
         let mut out = Vec::new();
         let log = &self.inner.log;
         log.for_each_record(&mut |record| {
@@ -209,7 +230,7 @@ impl Store {
             let body = decode_checkpoint_body(record.version, record.body)
                 .map_err(|e| corrupt(format!("record {}: {e}", record.header.seq)))?;
             // Only this job's records are parsed further.
-            if body.job == job {
+            if body.job == job && record.header.seq > since {
                 out.push(checkpoint_from(&record.header, body).map_err(corrupt)?);
             }
             Ok(())
@@ -219,8 +240,8 @@ impl Store {
 
     /// Every job with at least one checkpoint, sorted by name.
     pub fn jobs(&self) -> Result<Vec<JobSummary>> {
-        let mut entries: Vec<(String, JobEntry)> = self
-            .index()
+        let index = self.index();
+        let mut entries: Vec<(String, JobEntry)> = index
             .iter()
             .filter(|(_, entry)| entry.latest.is_some())
             .map(|(job, entry)| (job.clone(), entry.clone()))
@@ -230,7 +251,7 @@ impl Store {
             .into_iter()
             .filter_map(|(job, entry)| entry.latest.map(|at| (job, entry, at)))
             .map(|(job, entry, at)| {
-                let latest = self.read_checkpoint(at)?;
+                let latest = self.read_checkpoint(&index, at)?;
                 Ok(JobSummary {
                     job,
                     latest_seq: at.seq,

@@ -1,9 +1,10 @@
 //! The in-memory index: for each job, where its latest checkpoint is and the fold of its
-//! events ([`JobState`]). Memory grows with jobs, not with records.
+//! events ([`JobState`]). Memory grows with jobs (and the retention window), not with records.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::format::{RecordKind, decode_checkpoint_meta, decode_event_body};
 use crate::job::{JobEvent, JobState, Trigger};
@@ -22,15 +23,44 @@ pub(crate) struct Location {
 pub(crate) struct JobEntry {
     /// The latest checkpoint record, cleared or not.
     pub latest: Option<Location>,
+    /// Checkpoints of the job in the log (since its last deletion).
     pub checkpoints: u64,
     pub state: JobState,
+    /// Records of the job up to this sequence number belong to a deleted job of the same name.
+    pub since_seq: u64,
+    /// The job was deleted and nothing was saved under its name since.
+    deleted: bool,
+    /// Sizes of the job's newest checkpoints (as many as retention keeps), for the estimate
+    /// of dead bytes.
+    window: VecDeque<u64>,
 }
 
-#[derive(Debug, Default)]
+/// The body of a snapshot record: every job's folded state as of the record's sequence
+/// number. Plain JSON (docs/FORMAT.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SnapshotBody {
+    pub jobs: Vec<JobState>,
+}
+
+/// A checkpoint of the compacted range, and whether compaction kept it.
+#[derive(Debug, Clone)]
+pub(crate) struct RangeCheckpoint {
+    pub job: String,
+    pub seq: u64,
+    /// Its offset in the compacted segment, when kept.
+    pub new_offset: Option<u64>,
+}
+
+#[derive(Debug)]
 pub(crate) struct Index {
     jobs: HashMap<String, JobEntry>,
     /// The newest record replayed by recovery.
     last_replayed_seq: u64,
+    /// How many checkpoints per job retention keeps (for the dead-bytes estimate).
+    keep_last: usize,
+    /// Estimated bytes of records that compaction would drop: job events (folded into a
+    /// snapshot), checkpoints pushed out of the retention window, deleted jobs' records.
+    dead_bytes: u64,
 }
 
 /// Timestamps are stored in microseconds; the live index uses the same precision so that a
@@ -41,27 +71,68 @@ pub(crate) fn time_from_micros(micros: i64) -> Result<DateTime<Utc>, String> {
 }
 
 impl Index {
-    pub fn get(&self, job: &str) -> Option<&JobEntry> {
-        self.jobs.get(job)
+    pub fn new(keep_last: usize) -> Index {
+        Index {
+            jobs: HashMap::new(),
+            last_replayed_seq: 0,
+            keep_last: keep_last.max(1),
+            dead_bytes: 0,
+        }
     }
 
+    /// The entry of a job the store knows (deleted jobs are unknown).
+    pub fn get(&self, job: &str) -> Option<&JobEntry> {
+        self.jobs.get(job).filter(|entry| !entry.deleted)
+    }
+
+    /// Every job the store knows.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &JobEntry)> {
-        self.jobs.iter()
+        self.jobs.iter().filter(|(_, entry)| !entry.deleted)
     }
 
     pub fn len(&self) -> usize {
-        self.jobs.len()
+        self.iter().count()
+    }
+
+    /// Estimated bytes of records compaction would drop.
+    pub fn dead_bytes(&self) -> u64 {
+        self.dead_bytes
+    }
+
+    /// The sequence number of the deletion of `job`, if it was deleted after `after`.
+    pub fn deleted_after(&self, job: &str, after: u64) -> Option<u64> {
+        self.jobs
+            .get(job)
+            .map(|entry| entry.since_seq)
+            .filter(|&since| since > after)
+    }
+
+    /// Records of `job` up to this sequence number belong to a deleted job of that name.
+    pub fn since_seq(&self, job: &str) -> u64 {
+        self.jobs.get(job).map_or(0, |entry| entry.since_seq)
+    }
+
+    /// The states of every known job, for a snapshot record.
+    pub fn states(&self) -> Vec<JobState> {
+        let mut states: Vec<JobState> = self.iter().map(|(_, e)| e.state.clone()).collect();
+        states.sort_by(|a, b| a.job.cmp(&b.job));
+        states
     }
 
     fn entry(&mut self, job: &str) -> &mut JobEntry {
-        self.jobs.entry(job.to_owned()).or_insert_with(|| JobEntry {
+        let entry = self.jobs.entry(job.to_owned()).or_insert_with(|| JobEntry {
             latest: None,
             checkpoints: 0,
             state: JobState::new(job),
-        })
+            since_seq: 0,
+            deleted: false,
+            window: VecDeque::new(),
+        });
+        entry.deleted = false;
+        entry
     }
 
-    /// A checkpoint record was written (or replayed).
+    /// A checkpoint record of `bytes` bytes was written (or replayed).
     pub fn checkpoint(
         &mut self,
         job: &str,
@@ -69,7 +140,9 @@ impl Index {
         time: DateTime<Utc>,
         phase: &str,
         trigger: Trigger,
+        bytes: u64,
     ) {
+        let keep_last = self.keep_last;
         let entry = self.entry(job);
         assert!(
             entry.latest.is_none_or(|l| l.seq < at.seq),
@@ -82,11 +155,105 @@ impl Index {
             trigger,
         };
         entry.state.apply(at.seq, time, &event);
+        entry.window.push_back(bytes);
+        let pushed_out = if entry.window.len() > keep_last {
+            entry.window.pop_front().unwrap_or(0)
+        } else {
+            0
+        };
+        self.dead_bytes += pushed_out;
     }
 
-    /// A job event record was written (or replayed).
-    pub fn event(&mut self, job: &str, seq: u64, time: DateTime<Utc>, event: &JobEvent) {
+    /// A job event record of `bytes` bytes was written (or replayed).
+    pub fn event(
+        &mut self,
+        job: &str,
+        seq: u64,
+        time: DateTime<Utc>,
+        event: &JobEvent,
+        bytes: u64,
+    ) {
+        // Every event is folded into a snapshot by compaction.
+        self.dead_bytes += bytes;
+        if let JobEvent::JobDeleted { .. } = event {
+            if let Some(entry) = self.jobs.get_mut(job) {
+                self.dead_bytes += entry.window.iter().sum::<u64>();
+                *entry = JobEntry {
+                    latest: None,
+                    checkpoints: 0,
+                    state: JobState::new(job),
+                    since_seq: seq,
+                    deleted: true,
+                    window: VecDeque::new(),
+                };
+            }
+            return;
+        }
         self.entry(job).state.apply(seq, time, event);
+    }
+
+    /// A snapshot record was replayed: it holds the state of every job as of its sequence
+    /// number, and is the last record of a compacted segment, after the checkpoints it kept.
+    fn snapshot(&mut self, body: SnapshotBody) {
+        for state in body.jobs {
+            let job = state.job.clone();
+            self.entry(&job).state = state;
+        }
+    }
+
+    /// Applies a compaction of every record up to `upto_seq` into the compacted segment
+    /// `segment_id`: the latest checkpoints it moved get their new locations, the counts lose
+    /// what it dropped, deletions it made final are forgotten. `dead_before` is the dead-bytes
+    /// estimate when the compaction began.
+    pub fn compacted(
+        &mut self,
+        upto_seq: u64,
+        segment_id: u64,
+        range: &[RangeCheckpoint],
+        dead_before: u64,
+    ) {
+        let moved: HashMap<u64, u64> = range
+            .iter()
+            .filter_map(|c| c.new_offset.map(|offset| (c.seq, offset)))
+            .collect();
+        let mut counted: HashMap<&str, (u64, u64)> = HashMap::new();
+        for checkpoint in range {
+            let Some(entry) = self.jobs.get(&checkpoint.job) else {
+                continue;
+            };
+            if checkpoint.seq > entry.since_seq {
+                let counts = counted.entry(checkpoint.job.as_str()).or_default();
+                counts.0 += 1;
+                counts.1 += u64::from(checkpoint.new_offset.is_some());
+            }
+        }
+        self.jobs.retain(|job, entry| {
+            if entry.deleted && entry.since_seq <= upto_seq {
+                return false;
+            }
+            if let Some(latest) = entry.latest.as_mut()
+                && latest.seq <= upto_seq
+            {
+                let offset = moved.get(&latest.seq).copied();
+                assert!(
+                    offset.is_some(),
+                    "compaction dropped the latest checkpoint {} of {job}",
+                    latest.seq
+                );
+                if let Some(offset) = offset {
+                    *latest = Location {
+                        seq: latest.seq,
+                        segment_id,
+                        offset,
+                    };
+                }
+            }
+            if let Some((before, after)) = counted.get(job.as_str()) {
+                entry.checkpoints = entry.checkpoints - before + after;
+            }
+            true
+        });
+        self.dead_bytes = self.dead_bytes.saturating_sub(dead_before);
     }
 
     /// Replays one record during recovery.
@@ -100,6 +267,7 @@ impl Index {
                 self.last_replayed_seq
             ));
         }
+        let bytes = record.header.padded_len() as u64;
         match record.header.kind {
             RecordKind::Checkpoint => {
                 let body = decode_checkpoint_meta(record.version, record.body)?;
@@ -115,13 +283,25 @@ impl Index {
                     time_from_micros(body.at_micros)?,
                     &body.phase,
                     trigger,
+                    bytes,
                 );
             }
             RecordKind::JobEvent => {
                 let body = decode_event_body(record.body)?;
                 let event: JobEvent = serde_json::from_slice(&body.event_json)
                     .map_err(|e| format!("record {seq}: job event does not decode: {e}"))?;
-                self.event(&body.job, seq, time_from_micros(body.at_micros)?, &event);
+                self.event(
+                    &body.job,
+                    seq,
+                    time_from_micros(body.at_micros)?,
+                    &event,
+                    bytes,
+                );
+            }
+            RecordKind::Snapshot => {
+                let body: SnapshotBody = serde_json::from_slice(record.body)
+                    .map_err(|e| format!("record {seq}: snapshot does not decode: {e}"))?;
+                self.snapshot(body);
             }
             RecordKind::Seal => {}
         }

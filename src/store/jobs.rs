@@ -133,12 +133,16 @@ impl Store {
                 limit_bytes: max_body,
             });
         }
+        self.make_room(encoded.len())?;
         let appended = self
             .inner
             .log
             .append(RecordKind::JobEvent, &encoded, |appended| {
-                self.index_mut().event(job, appended.seq, time, event);
-            })?;
+                self.index_mut()
+                    .event(job, appended.seq, time, event, appended.bytes);
+            });
+        self.after_append(&appended);
+        let appended = appended?;
         Counters::add(&self.inner.counters.events_recorded, 1);
         Counters::add(&self.inner.counters.bytes_appended, encoded.len() as u64);
         self.wait_durable(appended.seq)?;
@@ -183,6 +187,25 @@ impl Store {
         Ok(reference)
     }
 
+    /// Deletes `job`: from now on the store does not know it (no checkpoints, no state, not
+    /// in [`Store::jobs`]), and the next compaction drops its records. Saving under the same
+    /// name later starts a new job. Returns false, recording nothing, for a job the store
+    /// does not know.
+    pub fn delete_job(&self, job: &str, reason: &str) -> Result<bool> {
+        self.check_writable()?;
+        self.check_job_name(job)?;
+        if self.index().get(job).is_none() {
+            return Ok(false);
+        }
+        self.record(
+            job,
+            &JobEvent::JobDeleted {
+                reason: reason.into(),
+            },
+        )?;
+        Ok(true)
+    }
+
     /// Records that a retry of `job` is planned after `delay`.
     pub fn schedule_retry(&self, job: &str, attempt: u32, delay: Duration) -> Result<u64> {
         let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
@@ -198,14 +221,14 @@ impl Store {
     /// Decides what the next run of `job` does, with the model platform's rules (see
     /// [`plan_recovery`]): fresh start, resume, retry with backoff, normal run, or give up.
     pub fn plan_recovery(&self, job: &str, policy: &RetryPolicy) -> Result<RecoveryPlan> {
-        let entry = self.index().get(job).cloned();
-        let Some(entry) = entry else {
+        let index = self.index();
+        let Some(entry) = index.get(job).cloned() else {
             return Ok(RecoveryPlan::FreshStart);
         };
         // The state's checkpoint is always the latest one saved (the index keeps them so).
         let checkpoint = |seq: u64| -> Result<Checkpoint> {
             match entry.latest {
-                Some(at) if at.seq == seq => self.read_checkpoint(at),
+                Some(at) if at.seq == seq => self.read_checkpoint(&index, at),
                 latest => Err(Error::invalid(
                     "job state",
                     format!("planned checkpoint {seq} of {job} is not its latest ({latest:?})"),

@@ -55,12 +55,21 @@ pub struct Metrics {
     pub recovery_duration_us: u64,
     /// Why the store refuses writes, if it does (a failed sync or write).
     pub poisoned: Option<String>,
+    /// Estimated bytes of records the next compaction would drop or fold (job events,
+    /// checkpoints beyond the retention window, deleted jobs' records). [`Store::stats`](crate::Store::stats)
+    /// gives the exact figure.
+    pub dead_bytes_estimate: u64,
+    /// The store's size limit, if any.
+    pub size_limit_bytes: Option<u64>,
+    /// The last save that needed a new segment was refused because the live data fills the
+    /// size limit ([`Error::StoreFull`](crate::Error::StoreFull)).
+    pub full: bool,
 }
 
 impl Metrics {
-    /// True when the store accepts writes and recovery found nothing wrong.
+    /// True when the store accepts writes, is not full, and recovery found nothing wrong.
     pub fn is_healthy(&self) -> bool {
-        self.poisoned.is_none() && self.recovery_findings == 0
+        self.poisoned.is_none() && self.recovery_findings == 0 && !self.full
     }
 }
 

@@ -2,6 +2,8 @@
 //! (each job's latest checkpoint and folded state) and the job types registered for jobs.
 
 mod checkpoints;
+mod compact;
+mod compactor;
 mod flusher;
 mod index;
 mod jobs;
@@ -9,7 +11,7 @@ mod metrics;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -21,6 +23,8 @@ use crate::log::{Log, RecoveryReport};
 use crate::options::{Durability, Options, RecoveryMode};
 use crate::storage::{DirLock, FsStorage, Storage};
 
+pub use compact::{CompactionReport, StoreStats};
+use compactor::Compactor;
 use flusher::Flusher;
 use index::Index;
 pub use jobs::{MigrationCheck, MigrationFailure, RecoveryPlan};
@@ -62,6 +66,8 @@ pub struct JobSummary {
 #[derive(Debug)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// The background compaction thread (writers with automatic compaction only).
+    compactor: Option<Compactor>,
 }
 
 #[derive(Debug)]
@@ -75,6 +81,10 @@ struct Inner {
     report: RecoveryReport,
     read_only: bool,
     flusher: Option<Flusher>,
+    /// Compactions take turns.
+    compaction: Mutex<()>,
+    /// The last save was refused because the store is full (health).
+    full: std::sync::atomic::AtomicBool,
     _lock: Option<DirLock>,
 }
 
@@ -121,13 +131,14 @@ impl Store {
         } else {
             storage.lock_dir(dir)?
         };
-        let mut index = Index::default();
+        let mut index = Index::new(options.retention.keep_last);
         let segment_size = (!read_only).then_some(options.segment_size_bytes);
         let (log, report) = Log::open(
             storage.clone(),
             dir,
             options.recovery,
             segment_size,
+            options.retention.max_bytes,
             &mut |record| index.replay(record),
         )?;
         if !read_only && store_version < crate::format::FORMAT_VERSION {
@@ -141,20 +152,27 @@ impl Store {
             }
             _ => None,
         };
-        Ok(Store {
-            inner: Arc::new(Inner {
-                dir: dir.to_path_buf(),
-                options,
-                log,
-                index: RwLock::new(index),
-                job_types: RwLock::new(HashMap::new()),
-                counters: Counters::default(),
-                report,
-                read_only,
-                flusher,
-                _lock: lock,
-            }),
-        })
+        let auto_compact = !read_only && options.auto_compact.enabled;
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            options,
+            log,
+            index: RwLock::new(index),
+            job_types: RwLock::new(HashMap::new()),
+            counters: Counters::default(),
+            report,
+            read_only,
+            flusher,
+            compaction: Mutex::new(()),
+            full: std::sync::atomic::AtomicBool::new(false),
+            _lock: lock,
+        });
+        let compactor = if auto_compact {
+            Some(Compactor::start(Arc::downgrade(&inner))?)
+        } else {
+            None
+        };
+        Ok(Store { inner, compactor })
     }
 
     /// Scans every record of the store in `dir` without changing anything and reports every
@@ -163,11 +181,12 @@ impl Store {
         let dir = dir.as_ref();
         let storage = FsStorage;
         Log::prepare_dir(&storage, dir, false)?;
-        let mut index = Index::default();
+        let mut index = Index::new(1);
         let (_, report) = Log::open(
             Arc::new(storage),
             dir,
             RecoveryMode::SkipCorrupted,
+            None,
             None,
             &mut |record| {
                 index.replay(record)?;
@@ -176,6 +195,7 @@ impl Store {
                         decode_checkpoint_body(record.version, record.body)?.data_json
                     }
                     RecordKind::JobEvent => decode_event_body(record.body)?.event_json,
+                    RecordKind::Snapshot => record.body.to_vec(),
                     RecordKind::Seal => return Ok(()),
                 };
                 serde_json::from_slice::<serde::de::IgnoredAny>(&json)
@@ -240,6 +260,60 @@ impl Store {
             recovery_bytes_discarded: report.bytes_discarded,
             recovery_duration_us: u64::try_from(report.duration.as_micros()).unwrap_or(u64::MAX),
             poisoned: self.inner.log.poisoned(),
+            dead_bytes_estimate: self.index().dead_bytes(),
+            size_limit_bytes: self.inner.options.retention.max_bytes,
+            full: self.inner.full.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// Before a record of `body_len` bytes: when it needs a new segment and the size limit
+    /// leaves no room for one, compact first (the saver waits; the background compaction
+    /// normally runs well before this).
+    fn make_room(&self, body_len: usize) -> Result<()> {
+        let inner = &self.inner;
+        let segment_size = inner.options.segment_size_bytes;
+        if inner.options.retention.max_bytes.is_some()
+            && inner.log.needs_new_segment(body_len)
+            && inner.log.check_room(segment_size).is_err()
+        {
+            let retention = inner.options.retention;
+            inner.compact(&retention, false)?;
+        }
+        Ok(())
+    }
+
+    /// After a record was appended: notes a refused save for health, and wakes the
+    /// compactor when the log moved to a new segment and a threshold is crossed.
+    fn after_append(&self, appended: &Result<crate::log::Appended>) {
+        use std::sync::atomic::Ordering;
+        let inner = &self.inner;
+        let appended = match appended {
+            Err(Error::StoreFull { .. }) => {
+                inner.full.store(true, Ordering::Relaxed);
+                return;
+            }
+            Err(_) => return,
+            Ok(appended) => appended,
+        };
+        if appended.offset != crate::format::SEGMENT_HEADER_LEN as u64 {
+            return;
+        }
+        inner.full.store(false, Ordering::Relaxed);
+        let Some(compactor) = &self.compactor else {
+            return;
+        };
+        let auto = inner.options.auto_compact;
+        let storage_bytes = inner.log.storage_bytes();
+        let over_half_limit = inner
+            .options
+            .retention
+            .max_bytes
+            .is_some_and(|max| storage_bytes.saturating_mul(2) >= max);
+        if inner.log.segment_count() >= auto.segments
+            || self.index().dead_bytes() >= auto.dead_bytes
+            || over_half_limit
+        {
+            compactor.request();
         }
     }
 
@@ -252,18 +326,42 @@ impl Store {
     }
 
     fn index(&self) -> RwLockReadGuard<'_, Index> {
-        self.inner
-            .index
+        self.inner.index()
+    }
+
+    fn index_mut(&self) -> RwLockWriteGuard<'_, Index> {
+        self.inner.index_mut()
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // The compactor holds only a weak reference; stop it before the store goes.
+        if let Some(compactor) = self.compactor.take() {
+            compactor.stop();
+        }
+    }
+}
+
+impl Inner {
+    fn index(&self) -> RwLockReadGuard<'_, Index> {
+        self.index
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn index_mut(&self) -> RwLockWriteGuard<'_, Index> {
-        self.inner
-            .index
+        self.index
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Locks a mutex, treating poisoning (a panic in another thread) as a bug.
+fn lock_mutex<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Drop for Inner {

@@ -27,11 +27,16 @@ pub fn check_decode(data: &[u8]) {
     let reference = format::decode_record(format::FORMAT_VERSION, salt, &bytes);
     let len = match (&decoded, &reference) {
         (None, Record::Invalid | Record::BadBody { .. } | Record::BadData { .. }) => return,
-        (Some(found), Record::Seal { seq, len, .. } | Record::JobEvent { seq, len, .. }) => {
+        (
+            Some(found),
+            Record::Seal { seq, len, .. }
+            | Record::JobEvent { seq, len, .. }
+            | Record::Snapshot { seq, len },
+        ) => {
             assert_eq!(
                 (found.seq, &found.checkpoint),
                 (*seq, &None),
-                "seal or job event"
+                "seal, job event or snapshot"
             );
             *len
         }

@@ -1,4 +1,4 @@
-//! An independent encoder and decoder of cairn's on-disk format (versions 1 and 2), written
+//! An independent encoder and decoder of cairn's on-disk format (versions 1 to 3), written
 //! from docs/FORMAT.md rather than from the code: the fuzz targets build segment images with
 //! it and compare what cairn decodes with what the specification says.
 
@@ -10,8 +10,10 @@ pub const RECORD_HEADER_LEN: usize = 32;
 pub const KIND_CHECKPOINT: u8 = 1;
 pub const KIND_SEAL: u8 = 2;
 pub const KIND_JOB_EVENT: u8 = 3;
+/// A snapshot record: the last record of a compacted segment (format 3).
+pub const KIND_SNAPSHOT: u8 = 4;
 /// The newest segment format: this build writes it and reads it and every older one.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// Checkpoint data codecs (format version 2).
 pub const CODEC_JSON: u8 = 0;
 pub const CODEC_LZ4: u8 = 1;
@@ -107,8 +109,11 @@ impl SegmentHeader {
             created_at_micros: le_u64(head, 40)? as i64,
             salt: le_u32(head, 48)?,
         };
+        // Compacted segments (flag bit 0, format 3) are not modelled here: the targets never
+        // build one, so a header with any flag set counts as invalid.
         let valid = &head[0..8] == b"CAIRNSEG"
             && (1..=FORMAT_VERSION).contains(&header.version)
+            && le_u32(head, 12)? == 0
             && le_u32(head, 60)? == crc
             && usize::from(header.header_len) == SEGMENT_HEADER_LEN
             && (64 * 1024..=1 << 30).contains(&header.segment_len)
@@ -305,6 +310,8 @@ pub enum Record {
     /// A checkpoint whose envelope decodes but whose compressed data does not: valid for
     /// recovery, which does not decompress; reading it fails.
     BadData { seq: u64 },
+    /// A snapshot record (valid only as the last record of a compacted segment).
+    Snapshot { seq: u64, len: usize },
     /// A job event: recovery does not decode its body (FORMAT.md: `verify` does).
     JobEvent {
         seq: u64,
@@ -330,7 +337,7 @@ pub fn decode_record(version: u16, salt: u32, bytes: &[u8]) -> Record {
     let kind = head[28];
     let header_ok = head.iter().any(|&b| b != 0)
         && le_u32(head, 4) == Some(salted_crc(salt, &head[8..]))
-        && (KIND_CHECKPOINT..=KIND_JOB_EVENT).contains(&kind)
+        && (KIND_CHECKPOINT..=KIND_SNAPSHOT).contains(&kind)
         && head[29..32] == [0, 0, 0]
         && (1..SEQ_LIMIT).contains(&seq)
         && durable_seq < seq
@@ -354,6 +361,14 @@ pub fn decode_record(version: u16, salt: u32, bytes: &[u8]) -> Record {
             durable_seq,
             len,
         };
+    }
+    if kind == KIND_SNAPSHOT {
+        // FORMAT.md: snapshots exist from format 3 on, and only in compacted segments, which
+        // the caller knows about (`testing::decode_record` accepts one on its own).
+        if version < 3 {
+            return Record::Invalid;
+        }
+        return Record::Snapshot { seq, len };
     }
     if kind == KIND_JOB_EVENT {
         // FORMAT.md: a job event in a version 1 segment is damage. Its body must decode to a

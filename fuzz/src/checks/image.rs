@@ -36,8 +36,13 @@ pub fn segment_id(name: &str) -> Option<u64> {
     (id < format::SEGMENT_ID_LIMIT).then_some(id)
 }
 
+/// Compaction runs as usual (the background compactor after a few segments), but keeps
+/// every checkpoint: the checks expect every save they made, and compaction must keep them.
 pub fn options(mode: RecoveryMode) -> Options {
-    Options::default().recovery(mode).segment_size(SEGMENT_LEN)
+    Options::default()
+        .recovery(mode)
+        .segment_size(SEGMENT_LEN)
+        .retention(cairn::Retention::default().keep_last(usize::MAX))
 }
 
 /// A simulated disk holding `image` in [`DIR`].
@@ -174,7 +179,9 @@ impl Contents {
                 self.unreadable |= unreadable(&present);
                 self.checkpoints.push(present);
             }
+            // The targets never build compacted segments: a snapshot in theirs is damage.
             Record::Invalid | Record::BadBody { .. } | Record::Seal { .. } => {}
+            Record::Snapshot { .. } => {}
             Record::JobEvent { .. } => {}
         }
     }

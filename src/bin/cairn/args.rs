@@ -19,7 +19,7 @@ const SIZE_UNITS: [(&str, u64); 9] = [
 ];
 
 /// Duration units, longest spelling first so that `ms` is not read as `m` + `s`.
-const DURATION_UNITS: [(&str, Duration); 7] = [
+const DURATION_UNITS: [(&str, Duration); 8] = [
     ("min", Duration::from_secs(60)),
     ("ns", Duration::from_nanos(1)),
     ("us", Duration::from_micros(1)),
@@ -27,6 +27,7 @@ const DURATION_UNITS: [(&str, Duration); 7] = [
     ("ms", Duration::from_millis(1)),
     ("s", Duration::from_secs(1)),
     ("h", Duration::from_secs(3600)),
+    ("d", Duration::from_secs(86_400)),
 ];
 
 /// Parses a byte size: plain bytes (`65536`) or a whole number with a binary unit
@@ -52,7 +53,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
-/// Parses a duration: a whole number with a unit (`100ms`, `1s`, `500us`, `2min`, `1h`).
+/// Parses a duration: a whole number with a unit (`100ms`, `1s`, `500us`, `2min`, `1h`, `30d`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = split_number(text)?;
     if unit.is_empty() {
@@ -60,7 +61,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     let Some((_, unit_len)) = DURATION_UNITS.iter().find(|(name, _)| *name == unit) else {
         return Err(format!(
-            "unknown duration unit {unit:?}; use ns, us, ms, s, min or h"
+            "unknown duration unit {unit:?}; use ns, us, ms, s, min, h or d"
         ));
     };
     let number = u32::try_from(number).map_err(|_| format!("{text:?} is too large"))?;
@@ -138,6 +139,7 @@ mod tests {
             ("7ns", Duration::from_nanos(7)),
             ("2min", Duration::from_secs(120)),
             ("1h", Duration::from_secs(3600)),
+            ("30d", Duration::from_secs(30 * 86_400)),
             ("5 s", Duration::from_secs(5)),
         ];
         for (text, expected) in cases {

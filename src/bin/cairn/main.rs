@@ -59,6 +59,22 @@ struct GlobalArgs {
     /// Largest checkpoint data, as compact JSON, e.g. 1MiB [default: 1MiB].
     #[arg(long, global = true, value_parser = args::parse_size, value_name = "SIZE")]
     max_payload: Option<u64>,
+    /// Retention: keep the newest N checkpoints of each job (the latest is always kept)
+    /// [default: 10].
+    #[arg(long, global = true, value_name = "N")]
+    keep_last: Option<usize>,
+    /// Retention: drop checkpoints older than this, e.g. 30d (each job's
+    /// latest is always kept) [default: no limit].
+    #[arg(long, global = true, value_parser = args::parse_duration, value_name = "DURATION")]
+    max_age: Option<Duration>,
+    /// Cap the store's disk use, e.g. 1GiB; saves are refused if live data alone fills it
+    /// [default: no cap].
+    #[arg(long, global = true, value_parser = args::parse_size, value_name = "SIZE")]
+    max_bytes: Option<u64>,
+    /// Never compact in the background (explicit `cairn compact` and the --max-bytes cap
+    /// still compact).
+    #[arg(long, global = true)]
+    no_auto_compact: bool,
 }
 
 /// The durability modes of [`cairn::Durability`], as spelled on the command line.
@@ -174,6 +190,20 @@ fn store_options(global: &GlobalArgs) -> Result<cairn::Options, String> {
     }
     if let Some(bytes) = global.max_payload {
         options = options.max_payload(bytes);
+    }
+    let mut retention = cairn::Retention::default();
+    if let Some(n) = global.keep_last {
+        retention = retention.keep_last(n);
+    }
+    if let Some(age) = global.max_age {
+        retention = retention.max_age(age);
+    }
+    if let Some(bytes) = global.max_bytes {
+        retention = retention.max_bytes(bytes);
+    }
+    options = options.retention(retention);
+    if global.no_auto_compact {
+        options = options.auto_compact(cairn::AutoCompact::disabled());
     }
     Ok(options)
 }

@@ -1,0 +1,447 @@
+//! Compaction and retention: which records stay, and the switch to the compacted segment.
+//!
+//! A compaction takes every sealed segment (all but the one being written), decides with the
+//! retention policy which checkpoints stay, folds every job event into one snapshot record of
+//! all jobs' states, and has the log write them into one compacted segment that takes the id
+//! of the newest segment it replaces. Records keep their sequence numbers. docs/FORMAT.md
+//! ("Compaction") gives the protocol and why a crash at any step loses nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::index::{Index, RangeCheckpoint, SnapshotBody};
+use super::{Inner, Store};
+use crate::error::{Error, Result};
+use crate::format::{RecordKind, decode_checkpoint_meta};
+use crate::log::{Kept, Log, Segment};
+use crate::options::Retention;
+
+/// What a compaction did, or (dry run) would do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct CompactionReport {
+    /// Nothing was changed: this is what a compaction would do.
+    pub dry_run: bool,
+    /// Segments were rewritten (false when there was nothing to gain).
+    pub compacted: bool,
+    /// Segment files before.
+    pub segments_before: usize,
+    /// Segment files after.
+    pub segments_after: usize,
+    /// Bytes of segment files before.
+    pub bytes_before: u64,
+    /// Bytes of segment files after.
+    pub bytes_after: u64,
+    /// `bytes_before - bytes_after`.
+    pub bytes_freed: u64,
+    /// Checkpoints of the compacted segments that were kept.
+    pub checkpoints_kept: u64,
+    /// Checkpoints dropped by the retention policy or with their deleted job.
+    pub checkpoints_dropped: u64,
+    /// Job events folded into the snapshot record.
+    pub events_folded: u64,
+    /// Jobs in the snapshot record.
+    pub jobs: usize,
+    /// Records up to this sequence number were compacted.
+    pub upto_seq: u64,
+    /// The size limit cannot be met even with only each job's latest checkpoint kept.
+    pub over_limit: bool,
+    /// Time taken, in microseconds.
+    pub duration_us: u64,
+}
+
+/// The space a store takes and what compaction could free, from [`Store::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// Segment files.
+    pub segments: usize,
+    /// Bytes of segment files on disk (they are preallocated).
+    pub storage_bytes: u64,
+    /// Valid records in the log.
+    pub records: u64,
+    /// Bytes of those records.
+    pub record_bytes: u64,
+    /// Bytes of records a compaction would keep (and every record of the segment being
+    /// written).
+    pub live_bytes: u64,
+    /// Bytes of records a compaction would drop or fold into its snapshot.
+    pub dead_bytes: u64,
+    /// Jobs in the store.
+    pub jobs: usize,
+    /// Bytes of disk a compaction would free now.
+    pub reclaimable_bytes: u64,
+    /// The size limit, if any.
+    pub size_limit_bytes: Option<u64>,
+}
+
+/// A checkpoint of the compacted range.
+struct Candidate {
+    job: String,
+    seq: u64,
+    at_micros: i64,
+    segment: Arc<Segment>,
+    offset: u64,
+    bytes: u64,
+    keep: bool,
+    /// The job's newest checkpoint: kept whatever the policy says.
+    latest: bool,
+}
+
+/// A decided compaction.
+struct Plan {
+    range: Vec<Arc<Segment>>,
+    candidates: Vec<Candidate>,
+    snapshot: Vec<u8>,
+    upto_seq: u64,
+    dead_before: u64,
+    report: CompactionReport,
+    /// Bytes of records dropped or folded.
+    dead_bytes: u64,
+}
+
+impl Store {
+    /// Compacts the store with its retention policy ([`Options::retention`](crate::Options::retention))
+    /// and reports what it freed. Saves from other threads carry on meanwhile, except for a
+    /// short pause while the compacted segment is switched in.
+    pub fn compact(&self) -> Result<CompactionReport> {
+        self.compact_with(&self.inner.options.retention)
+    }
+
+    /// Compacts with the given retention policy instead of the store's.
+    pub fn compact_with(&self, retention: &Retention) -> Result<CompactionReport> {
+        self.check_writable()?;
+        self.inner.compact(retention, false)
+    }
+
+    /// What [`Store::compact_with`] would do, without changing anything. Works on read-only
+    /// stores too.
+    pub fn compaction_plan(&self, retention: &Retention) -> Result<CompactionReport> {
+        self.inner.compact(retention, true)
+    }
+
+    /// Segments, bytes, records and jobs, with what compaction (with the store's retention
+    /// policy) would free. Reads every record.
+    pub fn stats(&self) -> Result<StoreStats> {
+        let inner = &self.inner;
+        let plan = inner.plan(&inner.options.retention)?;
+        let mut stats = StoreStats {
+            segments: inner.log.segment_count(),
+            storage_bytes: inner.log.storage_bytes(),
+            jobs: self.index().len(),
+            size_limit_bytes: inner.options.retention.max_bytes,
+            ..StoreStats::default()
+        };
+        inner.log.for_each_record(&mut |record| {
+            stats.records += 1;
+            stats.record_bytes += record.header.padded_len() as u64;
+            Ok(())
+        })?;
+        if let Some(plan) = plan {
+            stats.dead_bytes = plan.dead_bytes;
+            stats.reclaimable_bytes = plan.report.bytes_freed;
+        }
+        stats.live_bytes = stats.record_bytes - stats.dead_bytes;
+        Ok(stats)
+    }
+}
+
+impl Inner {
+    /// Runs (or, `dry_run`, plans) one compaction. Compactions take turns.
+    pub(super) fn compact(&self, retention: &Retention, dry_run: bool) -> Result<CompactionReport> {
+        let _turn = super::lock_mutex(&self.compaction);
+        let started = Instant::now();
+        let Some(plan) = self.plan(retention)? else {
+            return Ok(CompactionReport {
+                dry_run,
+                segments_before: self.log.segment_count(),
+                segments_after: self.log.segment_count(),
+                bytes_before: self.log.storage_bytes(),
+                bytes_after: self.log.storage_bytes(),
+                duration_us: elapsed_us(started),
+                ..CompactionReport::default()
+            });
+        };
+        let mut report = plan.report.clone();
+        report.dry_run = dry_run;
+        if dry_run || !report.compacted {
+            report.duration_us = elapsed_us(started);
+            return Ok(report);
+        }
+        // Every record the decisions relied on (newer checkpoints, deletions) must be durable
+        // before anything is dropped because of it.
+        self.log.sync_all()?;
+        let kept: Vec<Kept> = plan
+            .candidates
+            .iter()
+            .filter(|c| c.keep)
+            .map(|c| Kept {
+                segment: c.segment.clone(),
+                offset: c.offset,
+            })
+            .collect();
+        let (segment, offsets) =
+            self.log
+                .write_compacted(&plan.range, &kept, plan.upto_seq, &plan.snapshot)?;
+        let mut offsets = offsets.into_iter();
+        let range: Vec<RangeCheckpoint> = plan
+            .candidates
+            .iter()
+            .map(|c| RangeCheckpoint {
+                job: c.job.clone(),
+                seq: c.seq,
+                new_offset: if c.keep { offsets.next() } else { None },
+            })
+            .collect();
+        let segment_id = segment.id;
+        {
+            // Readers look up a location and read it under the index lock: they see the old
+            // segments with the old locations, or the new one with the new.
+            let mut index = self.index_mut();
+            self.log.install_compacted(segment);
+            index.compacted(plan.upto_seq, segment_id, &range, plan.dead_before);
+        }
+        self.log.remove_replaced(&plan.range)?;
+        report.segments_after = self.log.segment_count();
+        report.bytes_after = self.log.storage_bytes();
+        report.bytes_freed = report.bytes_before.saturating_sub(report.bytes_after);
+        report.duration_us = elapsed_us(started);
+        tracing::info!(
+            dir = %self.dir.display(),
+            upto_seq = report.upto_seq,
+            bytes_freed = report.bytes_freed,
+            checkpoints_dropped = report.checkpoints_dropped,
+            events_folded = report.events_folded,
+            duration_us = report.duration_us,
+            "cairn: compacted"
+        );
+        Ok(report)
+    }
+
+    /// Decides a compaction of every sealed segment; `None` when there is none.
+    fn plan(&self, retention: &Retention) -> Result<Option<Plan>> {
+        let range = self.log.sealed_segments();
+        let Some(last) = range.last() else {
+            return Ok(None);
+        };
+        let upto_id = last.id;
+        let by_id: HashMap<u64, Arc<Segment>> = range.iter().map(|s| (s.id, s.clone())).collect();
+        let mut folded = Index::new(retention.keep_last);
+        let mut candidates = Vec::new();
+        let (mut upto_seq, mut events, mut dead_bytes) = (0, 0, 0);
+        let log = &self.log;
+        Log::for_each_record_in(&range, &mut |record| {
+            let corrupt = |reason| log.corrupt(record.segment_id, record.offset, reason);
+            folded.replay(record).map_err(corrupt)?;
+            upto_seq = record.header.seq;
+            let bytes = record.header.padded_len() as u64;
+            match record.header.kind {
+                RecordKind::Checkpoint => {
+                    let meta =
+                        decode_checkpoint_meta(record.version, record.body).map_err(corrupt)?;
+                    let segment = by_id
+                        .get(&record.segment_id)
+                        .cloned()
+                        .ok_or_else(|| corrupt("record outside the compacted segments".into()))?;
+                    candidates.push(Candidate {
+                        job: meta.job,
+                        seq: record.header.seq,
+                        at_micros: meta.at_micros,
+                        segment,
+                        offset: record.offset,
+                        bytes,
+                        keep: false,
+                        latest: false,
+                    });
+                }
+                RecordKind::JobEvent => {
+                    events += 1;
+                    dead_bytes += bytes;
+                }
+                RecordKind::Seal | RecordKind::Snapshot => dead_bytes += bytes,
+            }
+            Ok(())
+        })?;
+        let (live_counts, deleted_later, dead_before) = {
+            let index = self.index();
+            let mut counts = HashMap::new();
+            let mut deleted = HashMap::new();
+            for c in &candidates {
+                if counts.contains_key(&c.job) {
+                    continue;
+                }
+                counts.insert(
+                    c.job.clone(),
+                    index.get(&c.job).map_or(0, |e| e.checkpoints),
+                );
+                if let Some(at) = index.deleted_after(&c.job, upto_seq) {
+                    deleted.insert(c.job.clone(), at);
+                }
+            }
+            for state in folded.states() {
+                if let Some(at) = index.deleted_after(&state.job, upto_seq) {
+                    deleted.insert(state.job.clone(), at);
+                }
+            }
+            (counts, deleted, index.dead_bytes())
+        };
+        decide(
+            &mut candidates,
+            retention,
+            &folded,
+            &live_counts,
+            &deleted_later,
+        );
+        let states: Vec<_> = folded
+            .states()
+            .into_iter()
+            .filter(|state| !deleted_later.contains_key(&state.job))
+            .collect();
+        let jobs = states.len();
+        let snapshot = serde_json::to_vec(&SnapshotBody { jobs: states })
+            .map_err(|e| Error::invalid("snapshot", e.to_string()))?;
+        let bytes_after_range = self.log.bytes_after(upto_id);
+        let mut over_limit = false;
+        if let Some(max) = retention.max_bytes {
+            let budget = max
+                .saturating_sub(bytes_after_range)
+                .saturating_sub(self.options.segment_size_bytes);
+            over_limit = !fit_budget(&mut candidates, snapshot.len(), budget);
+        }
+        let kept_bytes: u64 = candidates.iter().filter(|c| c.keep).map(|c| c.bytes).sum();
+        let dropped = candidates.iter().filter(|c| !c.keep).count() as u64;
+        dead_bytes += candidates
+            .iter()
+            .filter(|c| !c.keep)
+            .map(|c| c.bytes)
+            .sum::<u64>();
+        let segments_before = self.log.segment_count();
+        let bytes_before = self.log.storage_bytes();
+        let compacted_len = compacted_len(kept_bytes, snapshot.len());
+        let already_compact = range.len() == 1 && last.header.compacted;
+        let worth_it = !(already_compact && dropped == 0 && events == 0);
+        let bytes_after = bytes_after_range + compacted_len;
+        let report = CompactionReport {
+            dry_run: false,
+            compacted: worth_it,
+            segments_before,
+            segments_after: segments_before - range.len() + 1,
+            bytes_before,
+            bytes_after,
+            bytes_freed: bytes_before.saturating_sub(bytes_after),
+            checkpoints_kept: candidates.len() as u64 - dropped,
+            checkpoints_dropped: dropped,
+            events_folded: events,
+            jobs,
+            upto_seq,
+            over_limit,
+            duration_us: 0,
+        };
+        let report = if worth_it {
+            report
+        } else {
+            CompactionReport {
+                segments_after: segments_before,
+                bytes_after: bytes_before,
+                bytes_freed: 0,
+                ..report
+            }
+        };
+        Ok(Some(Plan {
+            range,
+            candidates,
+            snapshot,
+            upto_seq,
+            dead_before,
+            report,
+            dead_bytes,
+        }))
+    }
+}
+
+/// The retention decisions, job by job: dead with a deleted job, else kept when it is the
+/// job's latest, or among its newest `keep_last` and not older than `max_age`.
+fn decide(
+    candidates: &mut [Candidate],
+    retention: &Retention,
+    folded: &Index,
+    live_counts: &HashMap<String, u64>,
+    deleted_later: &HashMap<String, u64>,
+) {
+    let cutoff_micros = retention.max_age.map(|age| {
+        let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+        chrono::Utc::now()
+            .checked_sub_signed(age)
+            .map_or(i64::MIN, |t| t.timestamp_micros())
+    });
+    let mut by_job: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, c) in candidates.iter().enumerate() {
+        by_job.entry(c.job.as_str()).or_default().push(i);
+    }
+    let mut decisions: Vec<(usize, bool, bool)> = Vec::new();
+    for (job, indices) in by_job {
+        if deleted_later.contains_key(job) {
+            decisions.extend(indices.iter().map(|&i| (i, false, false)));
+            continue;
+        }
+        let since = folded.since_seq(job);
+        let in_range = folded.get(job).map_or(0, |e| e.checkpoints);
+        // Checkpoints of the job in the segments after the range (the live index counts them
+        // all, the fold only the range's).
+        let newer = live_counts
+            .get(job)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(in_range);
+        let mut rank = 0u64;
+        for &i in indices.iter().rev() {
+            let c = &candidates[i];
+            if c.seq <= since {
+                decisions.push((i, false, false));
+                continue;
+            }
+            let latest = newer == 0 && rank == 0;
+            let young = cutoff_micros.is_none_or(|cutoff| c.at_micros >= cutoff);
+            let keep = latest || ((newer + rank) < retention.keep_last as u64 && young);
+            decisions.push((i, keep, latest));
+            rank += 1;
+        }
+    }
+    for (i, keep, latest) in decisions {
+        candidates[i].keep = keep;
+        candidates[i].latest = latest;
+    }
+}
+
+/// Drops kept history, oldest first, until the compacted segment fits `budget` bytes; each
+/// job's latest checkpoint always stays. Returns false when even that does not fit.
+fn fit_budget(candidates: &mut [Candidate], snapshot_len: usize, budget: u64) -> bool {
+    let mut kept_bytes: u64 = candidates.iter().filter(|c| c.keep).map(|c| c.bytes).sum();
+    for c in candidates.iter_mut() {
+        if compacted_len(kept_bytes, snapshot_len) <= budget {
+            return true;
+        }
+        if c.keep && !c.latest {
+            c.keep = false;
+            kept_bytes -= c.bytes;
+        }
+    }
+    compacted_len(kept_bytes, snapshot_len) <= budget
+}
+
+/// The file length of a compacted segment holding `kept_bytes` of records and the snapshot.
+fn compacted_len(kept_bytes: u64, snapshot_len: usize) -> u64 {
+    let needed = crate::format::SEGMENT_HEADER_LEN as u64
+        + kept_bytes
+        + crate::format::padded_record_len(snapshot_len) as u64;
+    needed
+        .next_multiple_of(4096)
+        .max(crate::format::MIN_COMPACTED_LEN)
+}
+
+fn elapsed_us(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+}

@@ -27,8 +27,8 @@ pub use options::{
     MIN_SEGMENT_SIZE_BYTES, Options, RecoveryMode, Retention,
 };
 pub use store::{
-    CompactionReport, JobSummary, Metrics, MigrationCheck, MigrationFailure, RecoveryPlan, Store,
-    StoreStats,
+    CompactionProgress, CompactionReport, JobSummary, Metrics, MigrationCheck, MigrationFailure,
+    RecoveryPlan, Store, StoreStats,
 };
 
 // The Rust examples in docs/ are compiled and run as doctests.

@@ -53,6 +53,19 @@ pub struct CompactionReport {
     pub duration_us: u64,
 }
 
+/// How far a compaction got, for progress bars: reported as it reads the segments it
+/// compacts, and once more when it writes the compacted one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompactionProgress {
+    /// `"scan"` while reading, `"write"` once writing.
+    pub phase: &'static str,
+    /// Bytes of the compacted segments read so far.
+    pub done_bytes: u64,
+    /// Bytes of records in the segments being compacted.
+    pub total_bytes: u64,
+}
+
 /// The space a store takes and what compaction could free, from [`Store::stats`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
@@ -101,6 +114,8 @@ struct Plan {
     report: CompactionReport,
     /// Bytes of records dropped or folded.
     dead_bytes: u64,
+    /// Bytes of records read.
+    scanned_bytes: u64,
 }
 
 impl Store {
@@ -114,20 +129,34 @@ impl Store {
     /// Compacts with the given retention policy instead of the store's.
     pub fn compact_with(&self, retention: &Retention) -> Result<CompactionReport> {
         self.check_writable()?;
-        self.inner.compact(retention, false)
+        self.inner.compact(retention, false, &mut |_| {})
+    }
+
+    /// [`Store::compact_with`] (or, `dry_run`, [`Store::compaction_plan`]) calling `progress`
+    /// as it goes, e.g. to draw a progress bar.
+    pub fn compact_with_progress(
+        &self,
+        retention: &Retention,
+        dry_run: bool,
+        progress: &mut dyn FnMut(&CompactionProgress),
+    ) -> Result<CompactionReport> {
+        if !dry_run {
+            self.check_writable()?;
+        }
+        self.inner.compact(retention, dry_run, progress)
     }
 
     /// What [`Store::compact_with`] would do, without changing anything. Works on read-only
     /// stores too.
     pub fn compaction_plan(&self, retention: &Retention) -> Result<CompactionReport> {
-        self.inner.compact(retention, true)
+        self.inner.compact(retention, true, &mut |_| {})
     }
 
     /// Segments, bytes, records and jobs, with what compaction (with the store's retention
     /// policy) would free. Reads every record.
     pub fn stats(&self) -> Result<StoreStats> {
         let inner = &self.inner;
-        let plan = inner.plan(&inner.options.retention)?;
+        let plan = inner.plan(&inner.options.retention, &mut |_| {})?;
         let mut stats = StoreStats {
             segments: inner.log.segment_count(),
             storage_bytes: inner.log.storage_bytes(),
@@ -151,10 +180,15 @@ impl Store {
 
 impl Inner {
     /// Runs (or, `dry_run`, plans) one compaction. Compactions take turns.
-    pub(super) fn compact(&self, retention: &Retention, dry_run: bool) -> Result<CompactionReport> {
+    pub(super) fn compact(
+        &self,
+        retention: &Retention,
+        dry_run: bool,
+        progress: &mut dyn FnMut(&CompactionProgress),
+    ) -> Result<CompactionReport> {
         let _turn = super::lock_mutex(&self.compaction);
         let started = Instant::now();
-        let Some(plan) = self.plan(retention)? else {
+        let Some(plan) = self.plan(retention, progress)? else {
             return Ok(CompactionReport {
                 dry_run,
                 segments_before: self.log.segment_count(),
@@ -174,6 +208,11 @@ impl Inner {
         // Every record the decisions relied on (newer checkpoints, deletions) must be durable
         // before anything is dropped because of it.
         self.log.sync_all()?;
+        progress(&CompactionProgress {
+            phase: "write",
+            done_bytes: plan.scanned_bytes,
+            total_bytes: plan.scanned_bytes,
+        });
         let kept: Vec<Kept> = plan
             .candidates
             .iter()
@@ -222,11 +261,17 @@ impl Inner {
     }
 
     /// Decides a compaction of every sealed segment; `None` when there is none.
-    fn plan(&self, retention: &Retention) -> Result<Option<Plan>> {
+    fn plan(
+        &self,
+        retention: &Retention,
+        progress: &mut dyn FnMut(&CompactionProgress),
+    ) -> Result<Option<Plan>> {
         let range = self.log.sealed_segments();
         let Some(last) = range.last() else {
             return Ok(None);
         };
+        let total_bytes: u64 = range.iter().map(|s| s.published_end()).sum();
+        let mut scanned_bytes = 0;
         let upto_id = last.id;
         let by_id: HashMap<u64, Arc<Segment>> = range.iter().map(|s| (s.id, s.clone())).collect();
         let mut folded = Index::new(retention.keep_last);
@@ -238,6 +283,12 @@ impl Inner {
             folded.replay(record).map_err(corrupt)?;
             upto_seq = record.header.seq;
             let bytes = record.header.padded_len() as u64;
+            scanned_bytes += bytes;
+            progress(&CompactionProgress {
+                phase: "scan",
+                done_bytes: scanned_bytes,
+                total_bytes,
+            });
             match record.header.kind {
                 RecordKind::Checkpoint => {
                     let meta =
@@ -358,6 +409,7 @@ impl Inner {
             dead_before,
             report,
             dead_bytes,
+            scanned_bytes,
         }))
     }
 }

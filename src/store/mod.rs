@@ -23,7 +23,7 @@ use crate::log::{Log, RecoveryReport};
 use crate::options::{Durability, Options, RecoveryMode};
 use crate::storage::{DirLock, FsStorage, Storage};
 
-pub use compact::{CompactionReport, StoreStats};
+pub use compact::{CompactionProgress, CompactionReport, StoreStats};
 use compactor::Compactor;
 use flusher::Flusher;
 use index::Index;
@@ -277,7 +277,7 @@ impl Store {
             && inner.log.check_room(segment_size).is_err()
         {
             let retention = inner.options.retention;
-            inner.compact(&retention, false)?;
+            inner.compact(&retention, false, &mut |_| {})?;
         }
         Ok(())
     }

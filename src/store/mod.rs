@@ -131,16 +131,25 @@ impl Store {
         } else {
             storage.lock_dir(dir)?
         };
-        let mut index = Index::new(options.retention.keep_last);
         let segment_size = (!read_only).then_some(options.segment_size_bytes);
-        let (log, report) = Log::open(
-            storage.clone(),
-            dir,
-            options.recovery,
-            segment_size,
-            options.retention.max_bytes,
-            &mut |record| index.replay(record),
-        )?;
+        // A reader may list the directory just before a writer's compaction removes the
+        // segments it replaced: listing again sees the compacted segment instead.
+        let mut attempts = 0;
+        let (log, report, index) = loop {
+            let mut index = Index::new(options.retention.keep_last);
+            match Log::open(
+                storage.clone(),
+                dir,
+                options.recovery,
+                segment_size,
+                options.retention.max_bytes,
+                &mut |record| index.replay(record),
+            ) {
+                Ok((log, report)) => break (log, report, index),
+                Err(error) if read_only && attempts < 8 && vanished(&error) => attempts += 1,
+                Err(error) => return Err(error),
+            }
+        };
         if !read_only && store_version < crate::format::FORMAT_VERSION {
             Log::write_marker(storage.as_ref(), dir)?;
         }
@@ -375,6 +384,12 @@ impl Drop for Inner {
             tracing::error!(%error, dir = %self.dir.display(), "cairn: final sync at close failed");
         }
     }
+}
+
+/// A segment file listed a moment ago is gone: a writer's compaction removed it.
+fn vanished(error: &Error) -> bool {
+    matches!(error, Error::Io { op: "open segment", source, .. }
+        if source.kind() == std::io::ErrorKind::NotFound)
 }
 
 fn log_report(dir: &Path, report: &RecoveryReport) {

@@ -76,21 +76,16 @@ impl Store {
         let stored_len = encode_checkpoint_body(&body, compress, &mut encoded)
             .map_err(|reason| Error::invalid("checkpoint", reason))?;
         self.check_size(job, stored_len, encoded.len())?;
-        self.make_room(encoded.len())?;
         let inner = &self.inner;
-        let appended = inner
-            .log
-            .append(RecordKind::Checkpoint, &encoded, |appended| {
-                let at = Location {
-                    seq: appended.seq,
-                    segment_id: appended.segment_id,
-                    offset: appended.offset,
-                };
-                self.index_mut()
-                    .checkpoint(job, at, time, phase, trigger, appended.bytes);
-            });
-        self.after_append(&appended);
-        let appended = appended?;
+        let appended = self.append(RecordKind::Checkpoint, &encoded, &|appended| {
+            let at = Location {
+                seq: appended.seq,
+                segment_id: appended.segment_id,
+                offset: appended.offset,
+            };
+            self.index_mut()
+                .checkpoint(job, at, time, phase, trigger, appended.bytes);
+        })?;
         Counters::add(&inner.counters.checkpoints_saved, 1);
         Counters::add(&inner.counters.compressed_saves, u64::from(compress));
         Counters::add(&inner.counters.bytes_appended, encoded.len() as u64);

@@ -133,16 +133,10 @@ impl Store {
                 limit_bytes: max_body,
             });
         }
-        self.make_room(encoded.len())?;
-        let appended = self
-            .inner
-            .log
-            .append(RecordKind::JobEvent, &encoded, |appended| {
-                self.index_mut()
-                    .event(job, appended.seq, time, event, appended.bytes);
-            });
-        self.after_append(&appended);
-        let appended = appended?;
+        let appended = self.append(RecordKind::JobEvent, &encoded, &|appended| {
+            self.index_mut()
+                .event(job, appended.seq, time, event, appended.bytes);
+        })?;
         Counters::add(&self.inner.counters.events_recorded, 1);
         Counters::add(&self.inner.counters.bytes_appended, encoded.len() as u64);
         self.wait_durable(appended.seq)?;

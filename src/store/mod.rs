@@ -275,20 +275,42 @@ impl Store {
         }
     }
 
-    /// Before a record of `body_len` bytes: when it needs a new segment and the size limit
-    /// leaves no room for one, compact first (the saver waits; the background compaction
-    /// normally runs well before this).
-    fn make_room(&self, body_len: usize) -> Result<()> {
+    /// Appends a record; `on_written` updates the index under the writer lock. Under a size
+    /// limit, a record that needs a new segment for which there is no room waits for a
+    /// compaction first (the background compactor normally runs well before this), and is
+    /// refused with [`Error::StoreFull`] only if there is still no room after it.
+    fn append(
+        &self,
+        kind: RecordKind,
+        body: &[u8],
+        on_written: &dyn Fn(&crate::log::Appended),
+    ) -> Result<crate::log::Appended> {
         let inner = &self.inner;
-        let segment_size = inner.options.segment_size_bytes;
-        if inner.options.retention.max_bytes.is_some()
-            && inner.log.needs_new_segment(body_len)
-            && inner.log.check_room(segment_size).is_err()
+        let limited = inner.options.retention.max_bytes.is_some();
+        if limited
+            && inner.log.needs_new_segment(body.len())
+            && inner
+                .log
+                .check_room(inner.options.segment_size_bytes)
+                .is_err()
         {
-            let retention = inner.options.retention;
-            inner.compact(&retention, false, &mut |_| {})?;
+            self.compact_for_room()?;
         }
-        Ok(())
+        let mut appended = inner.log.append(kind, body, |a| on_written(a));
+        if limited && matches!(appended, Err(Error::StoreFull { .. })) {
+            // Another saver took the room made above: one more compaction, then the verdict.
+            self.compact_for_room()?;
+            appended = inner.log.append(kind, body, |a| on_written(a));
+        }
+        self.after_append(&appended);
+        appended
+    }
+
+    fn compact_for_room(&self) -> Result<()> {
+        let retention = self.inner.options.retention;
+        self.inner
+            .compact(&retention, false, &mut |_| {})
+            .map(|_| ())
     }
 
     /// After a record was appended: notes a refused save for health, and wakes the

@@ -70,6 +70,29 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// Writes a duration as [`parse_duration`] reads it, in the largest unit that divides it
+/// exactly: `30d`, `2h`, `90s`, `1500ms`.
+pub fn format_duration(duration: Duration) -> String {
+    const UNITS: [(&str, u128); 7] = [
+        ("d", 86_400_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("min", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+        ("ns", 1),
+    ];
+    let nanos = duration.as_nanos();
+    if nanos == 0 {
+        return "0s".to_owned();
+    }
+    let (unit, unit_nanos) = UNITS
+        .into_iter()
+        .find(|(_, unit_nanos)| nanos.is_multiple_of(*unit_nanos))
+        .unwrap_or(("ns", 1));
+    format!("{}{unit}", nanos / unit_nanos)
+}
+
 /// Splits `"64 KiB"` into `(64, "KiB")`. The number must be a whole decimal number.
 fn split_number(text: &str) -> Result<(u64, &str), String> {
     let text = text.trim();
@@ -127,6 +150,23 @@ mod tests {
         }
         assert!(parse_size("1KB").unwrap_err().contains("KiB"));
         assert!(parse_size("16777216TiB").unwrap_err().contains("too large"));
+    }
+
+    #[test]
+    fn formatted_durations_parse_back() {
+        let cases = [
+            (Duration::from_secs(30 * 86_400), "30d"),
+            (Duration::from_secs(7200), "2h"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(120), "2min"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::from_nanos(7), "7ns"),
+            (Duration::ZERO, "0s"),
+        ];
+        for (duration, text) in cases {
+            assert_eq!(format_duration(duration), text);
+            assert_eq!(parse_duration(text), Ok(duration), "{text}");
+        }
     }
 
     #[test]

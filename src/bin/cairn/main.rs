@@ -5,10 +5,15 @@
 //! starts with `cairn: `. Logging goes to stderr too, filtered by `CAIRN_LOG` (default `warn`).
 
 mod args;
+mod compact;
+mod delete;
 mod demo;
 mod output;
+mod progress;
 mod put;
 mod read;
+mod stats;
+mod store_dir;
 mod verify;
 
 use std::error::Error as StdError;
@@ -59,10 +64,15 @@ struct GlobalArgs {
     /// Largest checkpoint data, as compact JSON, e.g. 1MiB [default: 1MiB].
     #[arg(long, global = true, value_parser = args::parse_size, value_name = "SIZE")]
     max_payload: Option<u64>,
-    /// Retention: keep the newest N checkpoints of each job (the latest is always kept)
-    /// [default: 10].
-    #[arg(long, global = true, value_name = "N")]
-    keep_last: Option<usize>,
+    /// Retention: keep the newest N checkpoints of each job, N >= 1 (the latest is always
+    /// kept) [default: 10].
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    keep_last: Option<u64>,
     /// Retention: drop checkpoints older than this, e.g. 30d (each job's
     /// latest is always kept) [default: no limit].
     #[arg(long, global = true, value_parser = args::parse_duration, value_name = "DURATION")]
@@ -113,6 +123,14 @@ enum Command {
     History(read::HistoryArgs),
     /// Check every record of the store without changing it; exit 1 if anything is damaged.
     Verify,
+    /// Compact the store with the retention flags (--keep-last, --max-age, --max-bytes), or
+    /// with --dry-run report what that would free.
+    Compact(compact::CompactArgs),
+    /// Show segments, live and dead bytes, jobs, records, what compaction would free, and
+    /// health.
+    Stats,
+    /// Delete a job: it leaves `jobs` now and its records go at the next compaction.
+    Delete(delete::DeleteArgs),
     /// Run the crash-recovery demo: GitHub- and Jira-style extractions killed with kill -9
     /// and resumed; checks that every record reached the sink exactly once.
     Demo(demo::DemoArgs),
@@ -152,6 +170,9 @@ fn main() -> ExitCode {
         Command::Jobs => read::jobs(global, options),
         Command::History(history_args) => read::history(global, options, history_args),
         Command::Verify => verify::run(global),
+        Command::Compact(compact_args) => compact::run(global, options, compact_args),
+        Command::Stats => stats::run(global, options),
+        Command::Delete(delete_args) => delete::run(global, options, delete_args),
         Command::Demo(demo_args) => demo::run(global, options, demo_args),
         Command::DemoWorker(worker_args) => demo::worker(global, options, worker_args),
     };
@@ -193,7 +214,8 @@ fn store_options(global: &GlobalArgs) -> Result<cairn::Options, String> {
     }
     let mut retention = cairn::Retention::default();
     if let Some(n) = global.keep_last {
-        retention = retention.keep_last(n);
+        // More than usize::MAX checkpoints cannot exist, so saturating keeps them all.
+        retention = retention.keep_last(usize::try_from(n).unwrap_or(usize::MAX));
     }
     if let Some(age) = global.max_age {
         retention = retention.max_age(age);

@@ -65,6 +65,38 @@ pub fn timestamp(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
+/// Binary units above bytes, for [`human_bytes`].
+const BYTE_UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+
+/// A byte count as people read it: `512 B`, `1.2 KiB`, `64.0 MiB` (binary units, one
+/// decimal). `--json` always gives exact bytes.
+pub fn human_bytes(bytes: u64) -> String {
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    // Precision loss past 2^53 bytes is far below the one decimal shown.
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = "KiB";
+    for next in BYTE_UNITS.iter().skip(1) {
+        // 1023.96 KiB would print as "1024.0 KiB": move up a unit before rounding gets there.
+        if value < 1023.95 {
+            break;
+        }
+        value /= 1024.0;
+        unit = next;
+    }
+    format!("{value:.1} {unit}")
+}
+
+/// A duration in microseconds as people read it: `850 µs`, `12 ms`, `3.4 s`.
+pub fn human_duration_us(micros: u64) -> String {
+    match micros {
+        0..1_000 => format!("{micros} µs"),
+        1_000..1_000_000 => format!("{} ms", micros / 1_000),
+        _ => format!("{:.1} s", micros as f64 / 1e6),
+    }
+}
+
 /// Runs `write` against a locked stdout and flushes it. A reader that went away (`cairn jobs |
 /// head`) is not an error for commands that only print.
 pub fn print(write: impl FnOnce(&mut io::StdoutLock<'_>) -> io::Result<()>) -> anyhow::Result<()> {
@@ -78,6 +110,31 @@ pub fn print(write: impl FnOnce(&mut io::StdoutLock<'_>) -> io::Result<()>) -> a
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_counts_read_in_binary_units() {
+        let cases = [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (1536, "1.5 KiB"),
+            (1_258_291, "1.2 MiB"),
+            (64 << 20, "64.0 MiB"),
+            ((1 << 20) - 1, "1.0 MiB"),
+            (3 << 30, "3.0 GiB"),
+            (u64::MAX, "16.0 EiB"),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(human_bytes(bytes), expected, "{bytes}");
+        }
+    }
+
+    #[test]
+    fn durations_pick_a_readable_unit() {
+        assert_eq!(human_duration_us(850), "850 µs");
+        assert_eq!(human_duration_us(12_345), "12 ms");
+        assert_eq!(human_duration_us(3_400_000), "3.4 s");
+    }
 
     #[test]
     fn table_columns_align_and_long_cells_are_cut() {

@@ -48,6 +48,14 @@ impl Log {
             .sum()
     }
 
+    /// The first sequence number of the segment after `id`.
+    pub fn first_seq_after(&self, id: u64) -> Option<u64> {
+        self.segments_read()
+            .range(id + 1..)
+            .next()
+            .map(|(_, s)| s.header.first_seq)
+    }
+
     /// Whether the next record of `body_len` bytes would need a new segment.
     pub fn needs_new_segment(&self, body_len: usize) -> bool {
         self.writer

@@ -316,6 +316,29 @@ impl Inner {
             }
             Ok(())
         })?;
+        // The snapshot takes the number of the range's seal: the one before the next
+        // segment's first. (After skip-corrupted recovery the seal itself may be missing; its
+        // number is still free.)
+        let snapshot_seq = self
+            .log
+            .first_seq_after(upto_id)
+            .map_or(upto_seq, |first| first - 1);
+        if snapshot_seq < upto_seq
+            || candidates
+                .last()
+                .is_some_and(|c: &Candidate| c.seq >= snapshot_seq)
+        {
+            return Err(self.log.corrupt(
+                upto_id,
+                0,
+                format!(
+                    "the segment after it starts at {}, not after its last record {upto_seq}; \
+                     cannot compact",
+                    snapshot_seq + 1
+                ),
+            ));
+        }
+        let upto_seq = snapshot_seq;
         let (live_counts, deleted_later, dead_before) = {
             let index = self.index();
             let mut counts = HashMap::new();

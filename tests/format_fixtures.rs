@@ -1,6 +1,10 @@
 //! Stores written by released format versions must keep opening. `tests/fixtures/format-v1`
 //! was written by `cairn put --stdin` with 64 KiB segments: 120 checkpoints of `github_sync`
-//! and 120 of `jira_sync`, interleaved, across two segments.
+//! and 120 of `jira_sync`, interleaved, across two segments. `tests/fixtures/format-v2` was
+//! written by the format 2 build (commit d9b4f2f) through the library with 64 KiB segments:
+//! `github_sync` started, saved 150 checkpoints (batch_completed) and failed (HTTP 502,
+//! recoverable); `jira_sync` started, saved 20 and succeeded; `blob_job` saved one checkpoint
+//! of 70,000 bytes of JSON, stored LZ4-compressed. Two segments, 175 records.
 
 use std::path::{Path, PathBuf};
 
@@ -107,4 +111,122 @@ fn format_v1_store_opens_for_writing_and_takes_new_saves() {
     assert!(store.recovery_report().is_clean());
     assert_eq!(store.history("github_sync").unwrap(), github);
     assert_eq!(store.latest("jira_sync").unwrap().unwrap().data["n"], 1);
+}
+
+/// Checks the contents of the format 2 fixture (or of a store made from it that kept every
+/// checkpoint).
+fn check_v2_contents(store: &Store) {
+    use cairn::{JobStatus, Trigger};
+    let github = store.history("github_sync").unwrap();
+    assert_eq!(github.len(), 150);
+    assert!(github.windows(2).all(|w| w[0].seq < w[1].seq));
+    let processed: Vec<u64> = github
+        .iter()
+        .map(|c| c.data["processed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(processed, (0..150).map(|i| i * 10).collect::<Vec<u64>>());
+    assert_eq!(github[149].data["cursor"], "c149");
+    assert_eq!(github[149].trigger, Some(Trigger::BatchCompleted));
+    let state = store.job("github_sync").unwrap();
+    assert_eq!(state.status, JobStatus::Failed);
+    assert_eq!(state.retry_count, 1);
+    assert_eq!(state.last_error.unwrap().message, "HTTP 502");
+    assert_eq!(state.latest_checkpoint.unwrap().seq, github[149].seq);
+    let jira = store.job("jira_sync").unwrap();
+    assert_eq!(jira.status, JobStatus::Succeeded);
+    assert_eq!(store.latest("jira_sync").unwrap().unwrap().data["n"], 19);
+    let blob = store.latest("blob_job").unwrap().unwrap();
+    assert_eq!(blob.data["blob"].as_str().unwrap().len(), 70_000);
+}
+
+fn copy_of(name: &str) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+    }
+    copy
+}
+
+#[test]
+fn format_v2_store_opens_read_only_in_place() {
+    let dir = fixture("format-v2");
+    let files = [
+        "00000000000000000001.seg",
+        "00000000000000000002.seg",
+        "CAIRN",
+    ];
+    let read = || -> Vec<Vec<u8>> {
+        files
+            .iter()
+            .map(|f| std::fs::read(dir.join(f)).unwrap())
+            .collect()
+    };
+    let before = read();
+    let store = Store::open_read_only(&dir).unwrap();
+    assert!(
+        store.recovery_report().is_clean(),
+        "{:?}",
+        store.recovery_report()
+    );
+    check_v2_contents(&store);
+    drop(store);
+    assert!(Store::verify(&dir).unwrap().is_clean());
+    assert_eq!(before, read(), "reading must not change the fixture");
+}
+
+#[test]
+fn format_v2_store_upgrades_takes_saves_and_compacts() {
+    let copy = copy_of("format-v2");
+    let options = || {
+        Options::default()
+            .segment_size(64 * 1024)
+            .auto_compact(cairn::AutoCompact::disabled())
+    };
+    let store = Store::open_with(copy.path(), options()).unwrap();
+    assert!(
+        store.recovery_report().is_clean(),
+        "{:?}",
+        store.recovery_report()
+    );
+    check_v2_contents(&store);
+    let seq = store
+        .save("jira_sync", "issues", &serde_json::json!({"n": 20}))
+        .unwrap();
+    assert!(seq > 175, "{seq}");
+    drop(store);
+    let marker = std::fs::read_to_string(copy.path().join("CAIRN")).unwrap();
+    assert_eq!(marker, "cairn store\nformat_version 3\n");
+    // Keeping everything, compaction rewrites the format 2 segments as one compacted segment.
+    let store = Store::open_with(copy.path(), options()).unwrap();
+    let report = store
+        .compact_with(&cairn::Retention::default().keep_last(1000))
+        .unwrap();
+    assert!(report.compacted, "{report:?}");
+    assert_eq!(report.checkpoints_dropped, 0, "{report:?}");
+    assert_eq!(store.history("jira_sync").unwrap().len(), 21);
+    let state = store.job("github_sync").unwrap();
+    drop(store);
+    let store = Store::open_with(copy.path(), options()).unwrap();
+    assert!(
+        store.recovery_report().is_clean(),
+        "{:?}",
+        store.recovery_report()
+    );
+    assert_eq!(store.job("github_sync").unwrap(), state);
+    assert_eq!(store.history("jira_sync").unwrap().len(), 21);
+    // With the default retention, only the newest 10 of each job stay, and the latest data.
+    let report = store.compact().unwrap();
+    assert!(report.checkpoints_dropped >= 140, "{report:?}");
+    let github = store.history("github_sync").unwrap();
+    assert_eq!(github.len(), 10);
+    assert_eq!(github[9].data["cursor"], "c149");
+    assert_eq!(store.job("github_sync").unwrap(), state);
+    assert_eq!(
+        store.latest("blob_job").unwrap().unwrap().data["blob"]
+            .as_str()
+            .unwrap()
+            .len(),
+        70_000
+    );
 }

@@ -111,7 +111,8 @@ impl Retention {
     /// Cap the store's disk use (all segment files) at `bytes`. Compaction drops the oldest
     /// history first to stay within it; if the live data alone (each job's latest checkpoint
     /// and state) does not fit, saves are refused with [`Error::StoreFull`] instead of
-    /// dropping live state. Default: no cap. At least four segments' worth is sensible.
+    /// dropping live state. Default: no cap. It must be at least three segments
+    /// ([`Options::segment_size`]); four or more is sensible.
     pub fn max_bytes(mut self, bytes: u64) -> Self {
         self.max_bytes = Some(bytes);
         self
@@ -352,13 +353,16 @@ impl Options {
                 format!("must be between 1 and {MAX_PHASE_BYTES} bytes"),
             ));
         }
+        // Under the limit go the segment being written, room for the next one, and the
+        // compacted segment: less than three segments leaves nothing for the data.
         if let Some(max) = self.retention.max_bytes
-            && max < 2 * self.segment_size_bytes
+            && max < 3 * self.segment_size_bytes
         {
             return Err(Error::invalid(
                 "store size limit",
                 format!(
-                    "{max} bytes is less than two segments of {} bytes",
+                    "{max} bytes is less than three segments of {} bytes (the one being \
+                     written, room for the next, and the compacted data)",
                     self.segment_size_bytes
                 ),
             ));

@@ -384,15 +384,21 @@ fn retention_flags_go_before_or_after_compact() {
 fn over_the_size_limit_the_report_says_so_and_warns() {
     let (_temp, dir) = store_dir();
     superseded_store(&dir, 3, 100);
-    // Two segments is the smallest limit; the segment being written takes one of them, and
-    // the room for the next one the other, so nothing is left for the compacted history.
-    let args = ["compact", "--dry-run", "--max-bytes", "128KiB"];
+    // 60 more jobs of 1.5 KiB each: their latest checkpoints alone need more than a segment.
+    seal_history(&dir);
+    // Less than three segments is refused: nothing would be left for the compacted data.
+    let refused = run(cairn(&dir).args(["compact", "--dry-run", "--max-bytes", "128KiB"]));
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(refused.stderr.contains("three segments"), "{refused:?}");
+    // Three segments is the smallest limit; the new segment an explicit compaction starts
+    // takes one, the room for the next one another, which leaves one for the compacted data.
+    let args = ["compact", "--dry-run", "--max-bytes", "192KiB"];
     let report = run(cairn(&dir).args(args).arg("--json")).expect(0);
     assert_eq!(report.json()["over_limit"], true, "{report:?}");
     assert!(report.stderr.contains("warning"), "{report:?}");
     let table = run(cairn(&dir).args(args)).expect(0);
     assert!(table.stdout.contains("warning:"), "{table:?}");
-    assert!(table.stdout.contains("128.0 KiB"), "{table:?}");
+    assert!(table.stdout.contains("192.0 KiB"), "{table:?}");
 
     let fits =
         run(cairn(&dir).args(["compact", "--dry-run", "--json", "--max-bytes", "1MiB"])).expect(0);

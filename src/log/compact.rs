@@ -40,6 +40,11 @@ impl Log {
             .collect()
     }
 
+    /// Every segment, oldest first.
+    pub fn all_segments(&self) -> Vec<Arc<Segment>> {
+        self.segments_read().values().cloned().collect()
+    }
+
     /// Bytes of disk taken by the segments after `upto` (those a compaction up to it keeps).
     pub fn bytes_after(&self, upto: u64) -> u64 {
         self.segments_read()

@@ -214,17 +214,44 @@ impl Log {
             sync.synced_seq
         };
         if !writer.fits(body.len()) {
-            self.check_room(writer.segment_size())?;
-            let sealed_seq =
-                self.poison_on_err(writer.rollover(self.storage.as_ref(), &self.dir, durable_seq))?;
-            self.mark_synced(sealed_seq);
-            durable_seq = sealed_seq;
-            let segment = writer.segment();
-            self.segments_write().insert(segment.id, segment);
+            durable_seq = self.roll_over(&mut writer, durable_seq)?;
         }
         let appended = self.poison_on_err(writer.append(kind, body, durable_seq))?;
         on_written(&appended);
         Ok(appended)
+    }
+
+    /// Seals the writer's segment and continues in a new one, if it holds any record and the
+    /// size limit leaves room: so that a compaction can take every record written so far.
+    pub fn seal_current(&self) -> Result<()> {
+        let writer = self.writer.as_ref().ok_or(Error::ReadOnly)?;
+        let mut writer = lock(writer);
+        let durable_seq = {
+            let sync = lock(&self.sync);
+            if let Some(cause) = &sync.poisoned {
+                return Err(Error::Poisoned {
+                    cause: cause.clone(),
+                });
+            }
+            sync.synced_seq
+        };
+        let empty = writer.offset() == crate::format::SEGMENT_HEADER_LEN as u64;
+        if empty || self.check_room(writer.segment_size()).is_err() {
+            return Ok(());
+        }
+        self.roll_over(&mut writer, durable_seq).map(|_| ())
+    }
+
+    /// Seals the current segment and switches to a new one; returns the seal's number, up to
+    /// which everything is durable.
+    fn roll_over(&self, writer: &mut Writer, durable_seq: u64) -> Result<u64> {
+        self.check_room(writer.segment_size())?;
+        let sealed_seq =
+            self.poison_on_err(writer.rollover(self.storage.as_ref(), &self.dir, durable_seq))?;
+        self.mark_synced(sealed_seq);
+        let segment = writer.segment();
+        self.segments_write().insert(segment.id, segment);
+        Ok(sealed_seq)
     }
 
     /// Refuses a new segment that would take the store past its size limit.

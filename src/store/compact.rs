@@ -89,6 +89,9 @@ pub struct StoreStats {
     pub reclaimable_bytes: u64,
     /// The size limit, if any.
     pub size_limit_bytes: Option<u64>,
+    /// Even after a compaction, the size limit would leave no room for a new segment: the
+    /// next save that needs one fails with [`Error::StoreFull`](crate::Error::StoreFull).
+    pub full: bool,
 }
 
 /// A checkpoint of the compacted range.
@@ -120,8 +123,10 @@ struct Plan {
 
 impl Store {
     /// Compacts the store with its retention policy ([`Options::retention`](crate::Options::retention))
-    /// and reports what it freed. Saves from other threads carry on meanwhile, except for a
-    /// short pause while the compacted segment is switched in.
+    /// and reports what it freed. The segment being written is sealed first (when it holds
+    /// records and the size limit leaves room for a new one), so the policy applies to every
+    /// record saved so far. Saves from other threads carry on meanwhile, except for a short
+    /// pause while the compacted segment is switched in.
     pub fn compact(&self) -> Result<CompactionReport> {
         self.compact_with(&self.inner.options.retention)
     }
@@ -129,7 +134,7 @@ impl Store {
     /// Compacts with the given retention policy instead of the store's.
     pub fn compact_with(&self, retention: &Retention) -> Result<CompactionReport> {
         self.check_writable()?;
-        self.inner.compact(retention, false, &mut |_| {})
+        self.inner.compact(retention, How::Explicit, &mut |_| {})
     }
 
     /// [`Store::compact_with`] (or, `dry_run`, [`Store::compaction_plan`]) calling `progress`
@@ -140,23 +145,26 @@ impl Store {
         dry_run: bool,
         progress: &mut dyn FnMut(&CompactionProgress),
     ) -> Result<CompactionReport> {
-        if !dry_run {
+        let how = if dry_run {
+            How::DryRun
+        } else {
             self.check_writable()?;
-        }
-        self.inner.compact(retention, dry_run, progress)
+            How::Explicit
+        };
+        self.inner.compact(retention, how, progress)
     }
 
     /// What [`Store::compact_with`] would do, without changing anything. Works on read-only
     /// stores too.
     pub fn compaction_plan(&self, retention: &Retention) -> Result<CompactionReport> {
-        self.inner.compact(retention, true, &mut |_| {})
+        self.inner.compact(retention, How::DryRun, &mut |_| {})
     }
 
     /// Segments, bytes, records and jobs, with what compaction (with the store's retention
     /// policy) would free. Reads every record.
     pub fn stats(&self) -> Result<StoreStats> {
         let inner = &self.inner;
-        let plan = inner.plan(&inner.options.retention, &mut |_| {})?;
+        let plan = inner.plan(&inner.options.retention, true, &mut |_| {})?;
         let mut stats = StoreStats {
             segments: inner.log.segment_count(),
             storage_bytes: inner.log.storage_bytes(),
@@ -173,22 +181,45 @@ impl Store {
             stats.dead_bytes = plan.dead_bytes;
             stats.reclaimable_bytes = plan.report.bytes_freed;
         }
-        stats.live_bytes = stats.record_bytes - stats.dead_bytes;
+        // Two passes over a log that may change in between: never underflow.
+        stats.live_bytes = stats.record_bytes.saturating_sub(stats.dead_bytes);
+        if let Some(max) = stats.size_limit_bytes {
+            let after = stats.storage_bytes - stats.reclaimable_bytes.min(stats.storage_bytes);
+            stats.full = after + inner.options.segment_size_bytes > max;
+        }
         Ok(stats)
     }
 }
 
+/// Which compaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum How {
+    /// Asked for: seal the segment being written first, so that every record saved so far is
+    /// compacted.
+    Explicit,
+    /// The background compactor, or a save that needs room: the sealed segments only (no new
+    /// segment just for the compaction).
+    Background,
+    /// Change nothing: what an explicit compaction would do.
+    DryRun,
+}
+
 impl Inner {
-    /// Runs (or, `dry_run`, plans) one compaction. Compactions take turns.
+    /// Runs (or plans) one compaction. Compactions take turns.
     pub(super) fn compact(
         &self,
         retention: &Retention,
-        dry_run: bool,
+        how: How,
         progress: &mut dyn FnMut(&CompactionProgress),
     ) -> Result<CompactionReport> {
         let _turn = super::lock_mutex(&self.compaction);
         let started = Instant::now();
-        let Some(plan) = self.plan(retention, progress)? else {
+        let dry_run = how == How::DryRun;
+        let (segments_before, bytes_before) = (self.log.segment_count(), self.log.storage_bytes());
+        if how == How::Explicit {
+            self.log.seal_current()?;
+        }
+        let Some(plan) = self.plan(retention, dry_run, progress)? else {
             return Ok(CompactionReport {
                 dry_run,
                 segments_before: self.log.segment_count(),
@@ -201,6 +232,9 @@ impl Inner {
         };
         let mut report = plan.report.clone();
         report.dry_run = dry_run;
+        report.segments_before = segments_before;
+        report.bytes_before = bytes_before;
+        report.bytes_freed = bytes_before.saturating_sub(report.bytes_after);
         if dry_run || !report.compacted {
             report.duration_us = elapsed_us(started);
             return Ok(report);
@@ -261,12 +295,19 @@ impl Inner {
     }
 
     /// Decides a compaction of every sealed segment; `None` when there is none.
+    /// Decides a compaction of the sealed segments or (`whole_log`, for a prediction of an
+    /// explicit compaction) of every segment.
     fn plan(
         &self,
         retention: &Retention,
+        whole_log: bool,
         progress: &mut dyn FnMut(&CompactionProgress),
     ) -> Result<Option<Plan>> {
-        let range = self.log.sealed_segments();
+        let range = if whole_log {
+            self.log.all_segments()
+        } else {
+            self.log.sealed_segments()
+        };
         let Some(last) = range.last() else {
             return Ok(None);
         };
@@ -319,10 +360,11 @@ impl Inner {
         // The snapshot takes the number of the range's seal: the one before the next
         // segment's first. (After skip-corrupted recovery the seal itself may be missing; its
         // number is still free.)
+        // (For a prediction over the whole log, the seal an explicit compaction would write.)
         let snapshot_seq = self
             .log
             .first_seq_after(upto_id)
-            .map_or(upto_seq, |first| first - 1);
+            .map_or(upto_seq + 1, |first| first - 1);
         if snapshot_seq < upto_seq
             || candidates
                 .last()
@@ -377,7 +419,13 @@ impl Inner {
         let jobs = states.len();
         let snapshot = serde_json::to_vec(&SnapshotBody { jobs: states })
             .map_err(|e| Error::invalid("snapshot", e.to_string()))?;
-        let bytes_after_range = self.log.bytes_after(upto_id);
+        // What stays besides the compacted segment: the segments after the range, or, for the
+        // whole log, the new segment an explicit compaction seals the current one for.
+        let bytes_after_range = if whole_log {
+            self.options.segment_size_bytes
+        } else {
+            self.log.bytes_after(upto_id)
+        };
         let mut over_limit = false;
         if let Some(max) = retention.max_bytes {
             let budget = max
@@ -402,7 +450,11 @@ impl Inner {
             dry_run: false,
             compacted: worth_it,
             segments_before,
-            segments_after: segments_before - range.len() + 1,
+            segments_after: if whole_log {
+                2
+            } else {
+                segments_before - range.len() + 1
+            },
             bytes_before,
             bytes_after,
             bytes_freed: bytes_before.saturating_sub(bytes_after),

@@ -71,7 +71,8 @@ fn run(shared: &Shared, inner: &Weak<Inner>) {
             return;
         };
         let retention = inner.options.retention;
-        if let Err(error) = inner.compact(&retention, false, &mut |_| {}) {
+        if let Err(error) = inner.compact(&retention, super::compact::How::Background, &mut |_| {})
+        {
             tracing::error!(%error, dir = %inner.dir.display(), "cairn: background compaction failed");
         }
     }

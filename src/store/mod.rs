@@ -309,7 +309,7 @@ impl Store {
     fn compact_for_room(&self) -> Result<()> {
         let retention = self.inner.options.retention;
         self.inner
-            .compact(&retention, false, &mut |_| {})
+            .compact(&retention, compact::How::Background, &mut |_| {})
             .map(|_| ())
     }
 

@@ -24,7 +24,8 @@ struct StatsOutput {
 struct Health {
     /// No recovery findings, not full, not poisoned.
     healthy: bool,
-    /// A save of this process was refused for the size limit.
+    /// The size limit leaves no room for a new segment even after a compaction (the next
+    /// save that needs one is refused).
     full: bool,
     /// Why this process's store refuses writes, if it does.
     poisoned: Option<String>,
@@ -44,11 +45,12 @@ pub fn run(global: &GlobalArgs, options: cairn::Options) -> anyhow::Result<ExitC
     let store = cairn::Store::open_read_only_with(&global.dir, options)?;
     let stats = store.stats()?;
     let metrics = store.metrics();
+    let full = stats.full || metrics.full;
     let output = StatsOutput {
         stats,
         health: Health {
-            healthy: metrics.is_healthy(),
-            full: metrics.full,
+            healthy: metrics.is_healthy() && !full,
+            full,
             poisoned: metrics.poisoned.clone(),
             recovery_findings: metrics.recovery_findings,
             recovery_bytes_discarded: metrics.recovery_bytes_discarded,

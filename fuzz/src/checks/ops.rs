@@ -1,24 +1,39 @@
 //! Target `ops`: a sequence of operations on a store on the simulated disk, checked against a
 //! model (the model test of sled's `fuzz_model.rs`, driven by the fuzzer).
 //!
-//! Each input byte starts an operation: save (job from a small set, payload up to 4 KiB),
-//! reopen, crash (a [`CrashMode`] and a seed: the disk is replaced by what a power loss would
-//! leave, and the store reopened on it), inject a fault (a failed or short write, a failed
-//! sync, a full disk, at the n-th operation of its kind from now), or check the contents
-//! through the writer and through a read-only open. At most 200 operations; every input ends
-//! with a crash and a last check.
+//! Each input byte starts an operation, and its low three bits say which:
+//! - 0, 1: save a checkpoint (job from a small set in bits 3..5, phase from bit 0, trigger from
+//!   bits 5..8: 0 is a plain `save`, 1 to 7 a `save_with` that trigger code), then a byte for
+//!   the payload size (up to 4 KiB);
+//! - 2, 3: record a job event (job in bits 3..5, and bits 5..8 modulo 5 pick `start_run`,
+//!   `fail_run`, `succeed_run`, `clear_checkpoint` or `schedule_retry`), then a byte for its
+//!   arguments (error context, message or reason length, retry attempt and delay);
+//! - 4: reopen; 5: crash (a [`CrashMode`] and a seed: the disk is replaced by what a power loss
+//!   would leave, and the store reopened on it); 6: inject a fault (a failed or short write, a
+//!   failed sync, a full disk, at the n-th operation of its kind from now); 7: check the
+//!   contents through the writer and through a read-only open.
 //!
-//! The model: every save that returned `Ok` (with `Durability::Sync`) is durable. A save that
-//! failed while writing or syncing may or may not be in the log: the next writer open decides,
-//! and from then on it is durable too (a writer syncs what it recovered). A save refused by a
-//! poisoned store, or one that failed creating a segment, left nothing. So after every open,
-//! crash or not, the store holds exactly the durable saves, in order, with their sequence
-//! numbers, and possibly the undecided ones: never anything else.
+//! At most 200 operations; every input ends with a crash and a last check. Saves and events
+//! both take one argument byte, so inputs written before events existed still parse into the
+//! same operations (with some of their saves now events).
+//!
+//! The model: every write (save or event) that returned `Ok` (with `Durability::Sync`) is
+//! durable, with the sequence number and time the store gave it. A write that failed while
+//! writing or syncing may or may not be in the log: the next writer open decides, and from then
+//! on it is durable too (a writer syncs what it recovered). A write refused by a poisoned store,
+//! or one that failed creating a segment, left nothing. So after every open, crash or not, the
+//! store holds exactly the durable saves, in order, with their sequence numbers, and possibly the
+//! undecided one: never anything else; and the state of every job (`Store::job`) is exactly the
+//! fold ([`JobState::apply`]) of its durable writes, timestamps included. The live writer's
+//! state is also compared with the model after every acknowledged write.
 
 use std::path::Path;
+use std::time::Duration;
 
 use cairn::testing::{self, CrashMode, Fault, SimDisk};
-use cairn::{Error, Options, RecoveryMode, Store};
+use cairn::{Checkpoint, Error, ErrorContext, JobEvent, JobState, Options, RecoveryMode, Store};
+use cairn::{Result as CairnResult, Trigger};
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::image;
@@ -34,28 +49,128 @@ const CRASH_MODES: [CrashMode; 4] = [
     CrashMode::TornPages,
 ];
 
+/// What one write put in the log, as the model remembers it.
 #[derive(Debug, Clone, PartialEq)]
-struct Save {
-    job: String,
-    data: Value,
+enum Write {
+    Save {
+        phase: &'static str,
+        trigger: Trigger,
+        data: Value,
+    },
+    Event(JobEvent),
+}
+
+impl Write {
+    /// The event the job state folds for this write.
+    fn event(&self) -> JobEvent {
+        match self {
+            Write::Save { phase, trigger, .. } => JobEvent::CheckpointSaved {
+                phase: (*phase).to_string(),
+                trigger: *trigger,
+            },
+            Write::Event(event) => event.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Op {
+    job: &'static str,
+    write: Write,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// In the log for good, with this sequence number.
-    Durable(u64),
-    /// A failed save that may or may not be in the log.
+    /// In the log for good, with the sequence number and time the store gave it.
+    Durable { seq: u64, at: DateTime<Utc> },
+    /// A failed write that may or may not be in the log.
     Undecided,
+}
+
+/// A checkpoint as the model and the store can both describe it.
+#[derive(Debug, Clone, PartialEq)]
+struct Saved<'a> {
+    seq: u64,
+    job: &'a str,
+    phase: &'a str,
+    trigger: Option<Trigger>,
+    version: u32,
+    data: &'a Value,
+    at: DateTime<Utc>,
+}
+
+impl<'a> Saved<'a> {
+    fn of_checkpoint(c: &'a Checkpoint) -> Self {
+        Saved {
+            seq: c.seq,
+            job: &c.job,
+            phase: &c.phase,
+            trigger: c.trigger,
+            version: c.version,
+            data: &c.data,
+            at: c.at,
+        }
+    }
+
+    /// The checkpoint `op` wrote, if it is a durable save.
+    fn of_op(op: &'a Op, state: &State) -> Option<Self> {
+        match (&op.write, state) {
+            (
+                Write::Save {
+                    phase,
+                    trigger,
+                    data,
+                },
+                State::Durable { seq, at },
+            ) => Some(Saved {
+                seq: *seq,
+                job: op.job,
+                phase,
+                trigger: Some(*trigger),
+                // No job type is registered, so every checkpoint is version 1.
+                version: 1,
+                data,
+                at: *at,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What a store returns: every checkpoint, by sequence number, and the state of each of
+/// [`JOBS`].
+struct Found {
+    checkpoints: Vec<Checkpoint>,
+    states: Vec<Option<JobState>>,
+}
+
+impl Found {
+    fn state(&self, job: &str) -> Option<&JobState> {
+        let i = JOBS.iter().position(|j| *j == job).expect("one of JOBS");
+        self.states[i].as_ref()
+    }
+}
+
+/// The state of `job` folded from the durable writes of `log`: what `Store::job` must return.
+fn fold(log: &[(Op, State)], job: &str) -> Option<JobState> {
+    let mut state: Option<JobState> = None;
+    for (op, op_state) in log.iter().filter(|(op, _)| op.job == job) {
+        if let State::Durable { seq, at } = op_state {
+            let state = state.get_or_insert_with(|| JobState::new(job));
+            state.apply(*seq, *at, &op.write.event());
+        }
+    }
+    state
 }
 
 #[derive(Debug, Default)]
 struct Model {
-    log: Vec<(Save, State)>,
-    /// A save failed in a way that poisons the store; later saves must be refused.
+    log: Vec<(Op, State)>,
+    /// A write failed in a way that poisons the store; later writes must be refused.
     poisoned: bool,
     /// Faults were injected and may still be armed.
     faults_armed: bool,
-    saves_made: u64,
+    writes_made: u64,
 }
 
 impl Model {
@@ -63,47 +178,200 @@ impl Model {
         self.log
             .iter()
             .filter_map(|(_, state)| match state {
-                State::Durable(seq) => Some(*seq),
+                State::Durable { seq, .. } => Some(*seq),
                 State::Undecided => None,
             })
             .max()
             .unwrap_or(0)
     }
 
-    /// Checks `found` (every checkpoint, by sequence number) against the model: every durable
-    /// save is there with its number, undecided ones may be, nothing else is. With `decide`,
-    /// the undecided saves become durable or are dropped, as found.
-    fn reconcile(&mut self, found: &[(u64, Save)], decide: bool, context: &str) {
-        let mut next = found.iter().peekable();
-        let mut decided = Vec::new();
-        for (save, state) in &self.log {
-            match state {
-                State::Durable(seq) => {
-                    let got = next.next();
-                    assert_eq!(
-                        got,
-                        Some(&(*seq, save.clone())),
-                        "{context}: durable save {seq} lost or changed"
-                    );
-                    decided.push((save.clone(), *state));
-                }
-                State::Undecided => match next.peek() {
-                    Some((seq, got)) if got == save => {
-                        decided.push((save.clone(), State::Durable(*seq)));
-                        next.next();
-                    }
-                    _ => {}
-                },
+    /// Checks what a store returns against the model: every durable save is there with its
+    /// number, the undecided write may be, nothing else is; every job's state is the fold of
+    /// its durable writes (plus the undecided one, if the store has it). With `decide`, the
+    /// undecided write becomes durable or is dropped, as found.
+    fn reconcile(&mut self, found: &Found, decide: bool, context: &str) {
+        let mut settled = self.log.clone();
+        // A poisoning failure is followed by refusals only, until an open decides it: the
+        // undecided write, if any, is the last.
+        let undecided = match settled.last() {
+            Some((_, State::Undecided)) => settled.pop().map(|(op, _)| op),
+            _ => None,
+        };
+        assert!(
+            settled.iter().all(|(_, s)| *s != State::Undecided),
+            "model: an undecided write before the last"
+        );
+        if let Some(op) = undecided {
+            let state = self.find(&settled, &op, found, context);
+            if tracing() {
+                eprintln!(
+                    "  undecided {} of {}: {state:?}",
+                    op.write.event().kind(),
+                    op.job
+                );
+            }
+            if let Some(state) = state {
+                settled.push((op, state));
             }
         }
-        let extra: Vec<_> = next.collect();
+        let expected: Vec<Saved> = settled
+            .iter()
+            .filter_map(|(op, state)| Saved::of_op(op, state))
+            .collect();
+        let got: Vec<Saved> = found.checkpoints.iter().map(Saved::of_checkpoint).collect();
+        for (i, want) in expected.iter().enumerate() {
+            assert_eq!(
+                got.get(i),
+                Some(want),
+                "{context}: durable save {} lost or changed",
+                want.seq
+            );
+        }
+        let extra = got.get(expected.len()..).unwrap_or_default();
         assert!(
             extra.is_empty(),
             "{context}: saves found that were never made: {extra:?}"
         );
-        if decide {
-            self.log = decided;
+        for job in JOBS {
+            assert_eq!(
+                found.state(job),
+                fold(&settled, job).as_ref(),
+                "{context}: the state of job {job} is not the fold of its durable writes"
+            );
         }
+        if decide {
+            self.log = settled;
+        }
+    }
+
+    /// Whether the store holds the undecided write `op`, after the `settled` ones: `Some` with
+    /// its sequence number and time when it does.
+    fn find(
+        &self,
+        settled: &[(Op, State)],
+        op: &Op,
+        found: &Found,
+        context: &str,
+    ) -> Option<State> {
+        let (seq, at) = match &op.write {
+            Write::Save { .. } => {
+                let saves = settled
+                    .iter()
+                    .filter(|(op, _)| matches!(op.write, Write::Save { .. }))
+                    .count();
+                let last = found.checkpoints.get(saves)?;
+                let candidate = Saved::of_op(
+                    op,
+                    &State::Durable {
+                        seq: last.seq,
+                        at: last.at,
+                    },
+                );
+                if candidate.as_ref() != Some(&Saved::of_checkpoint(last)) {
+                    // Not this save: reconcile reports it as a save never made.
+                    return None;
+                }
+                (last.seq, last.at)
+            }
+            Write::Event(_) => {
+                let before = fold(settled, op.job).map_or(0, |s| s.events_applied);
+                let state = found.state(op.job)?;
+                if state.events_applied != before + 1 {
+                    // Not there (or something else is: reconcile reports the difference).
+                    return None;
+                }
+                let seq = state.last_seq.expect("a state with events has a last_seq");
+                let at = state.updated_at.expect("a state with events was updated");
+                (seq, at)
+            }
+        };
+        assert!(
+            seq > self.last_durable_seq(),
+            "{context}: the undecided write was found with sequence number {seq}, not after \
+             the durable ones ({})",
+            self.last_durable_seq()
+        );
+        Some(State::Durable { seq, at })
+    }
+
+    /// Records the outcome of `op` in the model. `Ok(seq)`: acknowledged as `seq`, which must
+    /// be new; its time is the one the live store applied, and the live state of its job must
+    /// then be the model's fold. `Err`: allowed only with faults armed, and of a kind that
+    /// either poisons (the write is undecided) or leaves nothing.
+    fn settle(&mut self, store: &Store, op: Op, result: CairnResult<u64>, context: &str) {
+        let e = match result {
+            Ok(seq) => {
+                assert!(
+                    !self.poisoned,
+                    "{context}: a poisoned store acknowledged write {seq}"
+                );
+                assert!(
+                    seq > self.last_durable_seq(),
+                    "{context}: sequence number {seq} reused"
+                );
+                let live = store.job(op.job);
+                let at = live
+                    .as_ref()
+                    .filter(|state| state.last_seq == Some(seq))
+                    .and_then(|state| state.updated_at)
+                    .unwrap_or_else(|| {
+                        panic!("{context}: write {seq} not in the live state {live:?}")
+                    });
+                let job = op.job;
+                self.log.push((op, State::Durable { seq, at }));
+                assert_eq!(
+                    live,
+                    fold(&self.log, job),
+                    "{context}: the live state of {job} is not the fold of its writes"
+                );
+                return;
+            }
+            Err(e) => e,
+        };
+        assert!(
+            self.faults_armed,
+            "{context}: a write failed without a fault: {e}"
+        );
+        let poisons = matches!(
+            &e,
+            Error::Poisoned { .. }
+                | Error::Io {
+                    op: "write record" | "sync sealed segment",
+                    ..
+                }
+        );
+        let clean = matches!(&e, Error::DiskFull { .. })
+            || matches!(
+                &e,
+                Error::Io {
+                    op: "create segment"
+                        | "write segment header"
+                        | "sync new segment"
+                        | "rename new segment"
+                        | "sync directory",
+                    ..
+                }
+            );
+        assert!(poisons || clean, "{context}: unexpected error {e:?}");
+        if self.poisoned {
+            assert!(
+                matches!(e, Error::Poisoned { .. }),
+                "{context}: poisoned, yet {e:?}"
+            );
+        } else if poisons {
+            self.poisoned = true;
+            self.log.push((op, State::Undecided));
+        }
+    }
+
+    /// The latest durable save of `job`, cleared or not: what `Store::latest` returns while
+    /// nothing is undecided.
+    fn latest(&self, job: &str) -> Option<Saved<'_>> {
+        self.log
+            .iter()
+            .filter(|(op, _)| op.job == job)
+            .filter_map(|(op, state)| Saved::of_op(op, state))
+            .next_back()
     }
 }
 
@@ -111,25 +379,17 @@ fn options() -> Options {
     image::options(RecoveryMode::TolerateTornTail)
 }
 
-/// Every checkpoint of the store, by sequence number.
-fn found(store: &Store, context: &str) -> Vec<(u64, Save)> {
-    image::contents(store)
-        .unwrap_or_else(|e| panic!("{context}: reads fail: {e}"))
-        .into_iter()
-        .map(|c| {
-            (
-                c.seq,
-                Save {
-                    job: c.job,
-                    data: c.data,
-                },
-            )
-        })
-        .collect()
+/// Every checkpoint of the store and the state of every job.
+fn found(store: &Store, context: &str) -> Found {
+    Found {
+        checkpoints: image::contents(store)
+            .unwrap_or_else(|e| panic!("{context}: reads fail: {e}")),
+        states: JOBS.iter().map(|job| store.job(job)).collect(),
+    }
 }
 
 /// Opens a writer on `disk`, which must work (after disarming faults, if an armed fault made
-/// the first try fail), and decides the undecided saves. `None` when a known bug stops the
+/// the first try fail), and decides the undecided write. `None` when a known bug stops the
 /// scenario.
 fn open_writer(disk: &SimDisk, model: &mut Model, context: &str) -> Option<Store> {
     let dir = Path::new(image::DIR);
@@ -151,64 +411,96 @@ fn open_writer(disk: &SimDisk, model: &mut Model, context: &str) -> Option<Store
     Some(store)
 }
 
+fn job_of(op: u8) -> &'static str {
+    JOBS[usize::from(op >> 3) % JOBS.len()]
+}
+
 fn save(store: &Store, model: &mut Model, input: &mut Input, op: u8, context: &str) {
-    let job = JOBS[usize::from(op >> 3) % JOBS.len()].to_string();
+    let job = job_of(op);
+    let phase = if op & 1 == 0 { "extract" } else { "load" };
     let pad = (usize::from(input.u8()) * 16).min(MAX_PAD_BYTES);
-    let data = json!({"n": model.saves_made, "pad": "p".repeat(pad)});
-    model.saves_made += 1;
-    let save = Save { job, data };
-    let result = store.save(&save.job, "extract", &save.data);
+    let data = json!({"n": model.writes_made, "pad": "p".repeat(pad)});
+    model.writes_made += 1;
+    let (trigger, result) = match Trigger::from_code(op >> 5) {
+        None => (Trigger::Manual, store.save(job, phase, &data)),
+        Some(trigger) => (trigger, store.save_with(job, phase, &data, trigger)),
+    };
     if tracing() {
-        eprintln!("  save {} pad {pad}: {result:?}", save.job);
+        eprintln!("  save {job} {phase} {trigger:?} pad {pad}: {result:?}");
     }
-    match result {
-        Ok(seq) => {
-            assert!(
-                !model.poisoned,
-                "{context}: a poisoned store acknowledged save {seq}"
-            );
-            assert!(
-                seq > model.last_durable_seq(),
-                "{context}: sequence number {seq} reused"
-            );
-            model.log.push((save, State::Durable(seq)));
+    let write = Write::Save {
+        phase,
+        trigger,
+        data,
+    };
+    model.settle(store, Op { job, write }, result, context);
+}
+
+/// The sequence number of the last event of `job` in the live store, for the calls that do
+/// not return it.
+fn live_seq(store: &Store, job: &str, context: &str) -> u64 {
+    store
+        .job(job)
+        .and_then(|state| state.last_seq)
+        .unwrap_or_else(|| panic!("{context}: an acknowledged event of {job} left no state"))
+}
+
+fn event(store: &Store, model: &mut Model, input: &mut Input, op: u8, context: &str) {
+    let job = job_of(op);
+    let arg = input.u8();
+    let n = model.writes_made;
+    model.writes_made += 1;
+    let (event, result) = match (op >> 5) % 5 {
+        0 => {
+            let attempt = fold(&model.log, job).map_or(0, |s| s.retry_count) + 1;
+            let result = store.start_run(job).map(|got| {
+                assert_eq!(got, attempt, "{context}: start_run's attempt");
+                live_seq(store, job, context)
+            });
+            (JobEvent::RunStarted { attempt }, result)
         }
-        Err(e) => {
-            assert!(
-                model.faults_armed,
-                "{context}: save failed without a fault: {e}"
-            );
-            let poisons = matches!(
-                &e,
-                Error::Poisoned { .. }
-                    | Error::Io {
-                        op: "write record" | "sync sealed segment",
-                        ..
-                    }
-            );
-            let clean = matches!(&e, Error::DiskFull { .. })
-                || matches!(
-                    &e,
-                    Error::Io {
-                        op: "create segment"
-                            | "write segment header"
-                            | "rename new segment"
-                            | "sync directory",
-                        ..
-                    }
-                );
-            assert!(poisons || clean, "{context}: unexpected error {e:?}");
-            if model.poisoned {
-                assert!(
-                    matches!(e, Error::Poisoned { .. }),
-                    "{context}: poisoned, yet {e:?}"
-                );
-            } else if poisons {
-                model.poisoned = true;
-                model.log.push((save, State::Undecided));
+        1 => {
+            let mut error_context = if arg & 1 == 1 {
+                ErrorContext::recoverable()
+            } else {
+                ErrorContext::unrecoverable()
+            };
+            if arg & 2 == 2 {
+                error_context = error_context
+                    .last_successful_operation("extract")
+                    .failure_point("load");
             }
+            let error = format!("run {n} failed {}", "e".repeat(usize::from(arg >> 2) * 32));
+            let result = store.fail_run(job, &error, error_context.clone());
+            let event = JobEvent::RunFailed {
+                error,
+                context: error_context,
+            };
+            (event, result)
         }
+        2 => (JobEvent::RunSucceeded, store.succeed_run(job)),
+        3 => {
+            let reason = format!("restart {n} {}", "r".repeat(usize::from(arg) * 8));
+            let latest = model.latest(job).map(|s| (s.seq, s.data.clone()));
+            let result = store.clear_checkpoint(job, &reason).map(|reference| {
+                let reference = reference.map(|c| (c.seq, c.data));
+                assert_eq!(reference, latest, "{context}: clear_checkpoint's reference");
+                live_seq(store, job, context)
+            });
+            (JobEvent::CheckpointCleared { reason }, result)
+        }
+        _ => {
+            let attempt = u32::from(arg & 7);
+            let delay_ms = u64::from(arg >> 3) * 250;
+            let result = store.schedule_retry(job, attempt, Duration::from_millis(delay_ms));
+            (JobEvent::RetryScheduled { attempt, delay_ms }, result)
+        }
+    };
+    if tracing() {
+        eprintln!("  {} {job} (arg {arg}): {result:?}", event.kind());
     }
+    let write = Write::Event(event);
+    model.settle(store, Op { job, write }, result, context);
 }
 
 fn fault(input: &mut Input) -> Fault {
@@ -240,12 +532,13 @@ pub fn check_ops(data: &[u8]) {
         let context = format!("op {step} ({op})");
         if tracing() {
             eprintln!(
-                "{context}: saves made {}, poisoned {}",
-                model.saves_made, model.poisoned
+                "{context}: writes made {}, poisoned {}",
+                model.writes_made, model.poisoned
             );
         }
         match op % 8 {
-            0..=3 => save(&store, &mut model, &mut input, op, &context),
+            0 | 1 => save(&store, &mut model, &mut input, op, &context),
+            2 | 3 => event(&store, &mut model, &mut input, op, &context),
             4 => {
                 drop(store);
                 let Some(reopened) = open_writer(&disk, &mut model, &context) else {

@@ -129,8 +129,10 @@ fn raw_real_store() -> Vec<u8> {
 }
 
 fn ops() -> Vec<(String, Vec<u8>)> {
-    // Op bytes: 0..=3 save (job in bits 3..5, then a pad byte), 4 reopen, 5 crash (mode byte,
-    // two seed bytes), 6 fault (n byte, kind byte), 7 check.
+    // Op bytes (see ops.rs): low bits 0 or 1 save (job in bits 3..5, trigger code in bits
+    // 5..8, then a pad byte), 2 or 3 job event (job in bits 3..5, event in bits 5..8, then an
+    // argument byte), 4 reopen, 5 crash (mode byte, two seed bytes), 6 fault (n byte, kind
+    // byte), 7 check.
     let saves = |n: u8| {
         (0..n)
             .flat_map(|i| [i << 3, i.wrapping_mul(37)])
@@ -156,11 +158,50 @@ fn ops() -> Vec<(String, Vec<u8>)> {
     fault_then_crash.extend_from_slice(&[6, 0, 2]);
     fault_then_crash.extend(saves(3));
     fault_then_crash.extend_from_slice(&[5, 0, 9, 0, 7]);
+    let mut events_each_fault = Vec::new();
+    for kind in 0..4u8 {
+        // The fault hits the first write after it: the run_started event.
+        events_each_fault.extend(job_runs(1));
+        events_each_fault.extend_from_slice(&[6, 0, kind]);
+        events_each_fault.extend(job_runs(1));
+        events_each_fault.extend_from_slice(&[7, 4, 7, 5, kind, 3, 0, 7]);
+    }
     vec![
         ("seed-saves-and-check".into(), [saves(10), vec![7]].concat()),
         ("seed-crash-each-mode".into(), crash_each_mode),
         ("seed-rollover-reopen-crash".into(), rollover),
         ("seed-each-fault".into(), faults),
         ("seed-failed-sync-then-crash".into(), fault_then_crash),
+        (
+            "seed-job-runs".into(),
+            [job_runs(4), vec![7, 4, 7, 5, 1, 5, 0, 7]].concat(),
+        ),
+        ("seed-job-events-each-fault".into(), events_each_fault),
     ]
+}
+
+/// `ops` input bytes: for each of the first `jobs` jobs, a run that saves, fails, is retried,
+/// saves again and succeeds, then a checkpoint cleared for a full restart.
+fn job_runs(jobs: u8) -> Vec<u8> {
+    const START: u8 = 0;
+    const FAIL: u8 = 1;
+    const SUCCEED: u8 = 2;
+    const CLEAR: u8 = 3;
+    const RETRY: u8 = 4;
+    let mut bytes = Vec::new();
+    for job in 0..jobs {
+        let event = |kind: u8, arg: u8| [kind << 5 | job << 3 | 2, arg];
+        // A save with trigger code 1 (batch completed), then one with code 5 (API error).
+        let save = |trigger: u8, pad: u8| [trigger << 5 | job << 3, pad];
+        bytes.extend(event(START, 0));
+        bytes.extend(save(1, 10));
+        bytes.extend(save(5, 3));
+        bytes.extend(event(FAIL, 0b0110_1011));
+        bytes.extend(event(RETRY, 0b0001_0001));
+        bytes.extend(event(START, 0));
+        bytes.extend(save(1, 40));
+        bytes.extend(event(SUCCEED, 0));
+        bytes.extend(event(CLEAR, 4));
+    }
+    bytes
 }

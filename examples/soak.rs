@@ -310,6 +310,17 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// What a run found.
+struct Outcome {
+    elapsed: Duration,
+    disk: DiskSummary,
+    series: Vec<Sample>,
+    report: Report,
+    compactions: Vec<Compaction>,
+    metrics: cairn::Metrics,
+    failures: Vec<String>,
+}
+
 fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     if args.threads == 0 || args.jobs < args.threads {
         return Err("--jobs must be at least --threads, which must be at least 1".into());
@@ -326,23 +337,59 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     if dir.exists() {
         return Err(format!("{} exists; give a new directory", dir.display()).into());
     }
-    let segment_bytes = args.segment_kib * 1024;
-    let limit_bytes = args.limit_kib * 1024;
+    let (segment_bytes, limit_bytes) = (args.segment_kib * 1024, args.limit_kib * 1024);
     let options = Options::default().segment_size(segment_bytes).retention(
         Retention::default()
             .keep_last(args.keep_last)
             .max_bytes(limit_bytes),
     );
     let store = Store::open_with(&dir, options.clone())?;
+    let (results, series, max_polled_bytes, elapsed) =
+        run_savers(&store, &dir, args, &compaction_log);
+    let metrics = store.metrics();
+    drop(store);
+    let compactions = compaction_log.take();
+    let mut failures: Vec<String> = results.iter().filter_map(|r| r.error.clone()).collect();
+    if max_polled_bytes > limit_bytes + segment_bytes {
+        failures.push(format!(
+            "disk use reached {max_polled_bytes} bytes, over the limit plus one segment"
+        ));
+    }
+    failures.extend(check_latest(&dir, options, &results)?);
+    let outcome = Outcome {
+        elapsed,
+        disk: DiskSummary::new(&series, max_polled_bytes, limit_bytes, segment_bytes),
+        report: Report::new(&results, &compactions),
+        series,
+        compactions,
+        metrics,
+        failures,
+    };
+    if args.json {
+        print_json(args, &outcome)?;
+    } else {
+        print_summary(args, &outcome);
+    }
+    Ok(outcome.failures.is_empty())
+}
+
+/// Saves from `args.threads` threads until the time is up, sampling the disk use meanwhile.
+/// Returns what each thread did, the disk-use series, the largest disk use polled, and the
+/// time taken.
+fn run_savers(
+    store: &Store,
+    dir: &Path,
+    args: &Args,
+    compaction_log: &CompactionLog,
+) -> (Vec<ThreadResult>, Vec<Sample>, u64, Duration) {
     let started = Instant::now();
     let _ = epoch();
     let deadline = started + Duration::from_secs(args.seconds);
     let stop = AtomicBool::new(false);
     let (results, (series, max_polled_bytes)) = std::thread::scope(|scope| {
-        let sampler = scope.spawn(|| sample_disk(&dir, &compaction_log, &stop, started));
+        let sampler = scope.spawn(|| sample_disk(dir, compaction_log, &stop, started));
         let savers: Vec<_> = (0..args.threads)
             .map(|t| {
-                let store = &store;
                 std::thread::Builder::new()
                     .name(format!("saver-{t}"))
                     .spawn_scoped(scope, move || save_until(store, args, t, deadline))
@@ -356,42 +403,38 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         stop.store(true, Ordering::Relaxed);
         (results, sampler.join().expect("sampler thread"))
     });
-    let elapsed = started.elapsed();
-    let metrics = store.metrics();
-    drop(store);
-    let compactions = compaction_log.take();
-    let report = Report::new(&results, &compactions);
-    let mut failures: Vec<String> = results.iter().filter_map(|r| r.error.clone()).collect();
-    if max_polled_bytes > limit_bytes + segment_bytes {
-        failures.push(format!(
-            "disk use reached {max_polled_bytes} bytes, over the limit plus one segment"
-        ));
-    }
-    failures.extend(check_latest(&dir, options, &results)?);
-    let disk = DiskSummary::new(&series, max_polled_bytes, limit_bytes, segment_bytes);
-    if args.json {
-        let out = json!({
-            "config": {
-                "seconds": args.seconds, "threads": args.threads, "jobs": args.jobs,
-                "payload_bytes": args.payload_bytes, "segment_bytes": segment_bytes,
-                "limit_bytes": limit_bytes, "keep_last": args.keep_last, "durability": "sync",
-            },
-            "elapsed_s": elapsed.as_secs_f64(),
-            "saves": report.overall.saves,
-            "saves_per_s": report.overall.saves as f64 / elapsed.as_secs_f64(),
-            "disk": disk,
-            "latency": report,
-            "compactions": compactions,
-            "metrics_at_end": metrics,
-            "series": series,
-            "failures": failures,
-            "ok": failures.is_empty(),
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        print_summary(args, elapsed, &disk, &series, &report, &failures);
-    }
-    Ok(failures.is_empty())
+    (results, series, max_polled_bytes, started.elapsed())
+}
+
+fn print_json(args: &Args, outcome: &Outcome) -> Result<(), Box<dyn std::error::Error>> {
+    let Outcome {
+        elapsed,
+        disk,
+        series,
+        report,
+        compactions,
+        metrics,
+        failures,
+    } = outcome;
+    let out = json!({
+        "config": {
+            "seconds": args.seconds, "threads": args.threads, "jobs": args.jobs,
+            "payload_bytes": args.payload_bytes, "segment_bytes": disk.segment_bytes,
+            "limit_bytes": disk.limit_bytes, "keep_last": args.keep_last, "durability": "sync",
+        },
+        "elapsed_s": elapsed.as_secs_f64(),
+        "saves": report.overall.saves,
+        "saves_per_s": report.overall.saves as f64 / elapsed.as_secs_f64(),
+        "disk": disk,
+        "latency": report,
+        "compactions": compactions,
+        "metrics_at_end": metrics,
+        "series": series,
+        "failures": failures,
+        "ok": failures.is_empty(),
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
 }
 
 /// Reopens the store: every job's latest checkpoint must be the last save of it.
@@ -525,17 +568,12 @@ fn ms(us: u64) -> String {
     format!("{:.2} ms", us as f64 / 1000.0)
 }
 
-fn print_summary(
-    args: &Args,
-    elapsed: Duration,
-    disk: &DiskSummary,
-    series: &[Sample],
-    report: &Report,
-    failures: &[String],
-) {
-    let secs = elapsed.as_secs_f64();
+fn print_summary(args: &Args, outcome: &Outcome) {
+    let (disk, report) = (&outcome.disk, &outcome.report);
+    let secs = outcome.elapsed.as_secs_f64();
     println!(
-        "soak: {:.1} s, {} threads, {} jobs, ~{} B checkpoints, {} segments, limit {}, keep_last {}, durability sync",
+        "soak: {:.1} s, {} threads, {} jobs, ~{} B checkpoints, {} segments, limit {}, \
+         keep_last {}, durability sync",
         secs,
         args.threads,
         args.jobs,
@@ -544,11 +582,10 @@ fn print_summary(
         kib(disk.limit_bytes),
         args.keep_last
     );
-    let overall = &report.overall;
     println!(
         "saves: {} ({:.0}/s)",
-        overall.saves,
-        overall.saves as f64 / secs
+        report.overall.saves,
+        report.overall.saves as f64 / secs
     );
     println!(
         "disk use: min {} (after the first compaction), max {} sampled / {} polled every ms, \
@@ -562,7 +599,7 @@ fn print_summary(
         disk.max_polled_bytes as f64 * 100.0 / disk.limit_bytes as f64,
         disk.max_segments,
     );
-    print_series(series);
+    print_series(&outcome.series);
     println!(
         "compactions: {} in the background, {} by saves at the limit; duration median {}, max {}",
         report.compactions_background,
@@ -570,6 +607,20 @@ fn print_summary(
         ms(report.compaction_duration.p50_us),
         ms(report.compaction_duration.max_us),
     );
+    print_latency(report);
+    if outcome.failures.is_empty() {
+        println!(
+            "ok: no save failed, disk use within the limit plus one segment, every latest \
+             intact after reopen"
+        );
+    } else {
+        for failure in &outcome.failures {
+            println!("FAILED: {failure}");
+        }
+    }
+}
+
+fn print_latency(report: &Report) {
     let line = |name: &str, l: &Latency| {
         println!(
             "  {name:<34} {:>8} saves  p50 {:>9}  p99 {:>9}  p99.9 {:>9}  max {:>9}",
@@ -580,18 +631,15 @@ fn print_summary(
             ms(l.max_us)
         );
     };
+    let (overall, during) = (&report.overall, &report.during_background_compaction);
     println!("save latency:");
     line("all saves", overall);
     line("outside any compaction", &report.outside_compaction);
-    line(
-        "during a background compaction",
-        &report.during_background_compaction,
-    );
+    line("during a background compaction", during);
     line(
         "during a compaction by a save",
         &report.during_foreground_compaction,
     );
-    let during = &report.during_background_compaction;
     if overall.p50_us > 0 {
         println!(
             "longest pause: {} overall ({:.0}x the median, {:.1}x p99); {} during a background \
@@ -617,15 +665,6 @@ fn print_summary(
         })
         .collect();
     println!("longest saves: {}", longest.join("; "));
-    if failures.is_empty() {
-        println!(
-            "ok: no save failed, disk use within the limit plus one segment, every latest intact after reopen"
-        );
-    } else {
-        for failure in failures {
-            println!("FAILED: {failure}");
-        }
-    }
 }
 
 /// The disk-use series, at most `ROWS` rows (every k-th sample), as a table with a bar.

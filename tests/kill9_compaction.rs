@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -226,25 +226,8 @@ impl Round {
     }
 }
 
-/// Runs one child on `dir` and kills it as `plan` says.
-fn run_child(dir: &Path, round: u64, plan: Plan) -> Round {
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "child_entry_point",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR_ENV, dir)
-        .env(CHILD_ROUND_ENV, round.to_string())
-        .env_remove("CAIRN_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn child");
-    let spawned = Instant::now();
-    let stdout = child.stdout.take().expect("child stdout");
-    let mut stderr = child.stderr.take().expect("child stderr");
+/// Reads the child's lines in a thread of its own, passing on the ones it understands.
+fn read_lines(stdout: ChildStdout) -> (thread::JoinHandle<()>, mpsc::Receiver<Line>) {
     let (tx, rx) = mpsc::channel();
     let reader = thread::spawn(move || {
         let mut stdout = BufReader::new(stdout);
@@ -265,32 +248,65 @@ fn run_child(dir: &Path, round: u64, plan: Plan) -> Round {
             }
         }
     });
+    (reader, rx)
+}
+
+/// Waits for the marker `plan` names (keeping the lines read meanwhile in `lines`); returns
+/// how long to wait after it before the kill.
+fn wait_for_plan(
+    rx: &mpsc::Receiver<Line>,
+    plan: Plan,
+    spawned: Instant,
+    lines: &mut Vec<Line>,
+) -> u64 {
+    let (wanted, nth, delay_us) = match plan {
+        Plan::WhileOpening { delay_us } => return delay_us,
+        Plan::Random { delay_us } => (Line::Ready, 1, delay_us),
+        Plan::AfterCompactStart { nth, delay_us } => (Line::CompactStart, nth, delay_us),
+        Plan::AfterCompactWrite { nth, delay_us } => (Line::CompactWrite, nth, delay_us),
+    };
+    let mut seen = 0;
+    while seen < nth {
+        let left = MARKER_TIMEOUT.saturating_sub(spawned.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                seen += u64::from(line == wanted);
+                lines.push(line);
+            }
+            // The child died by itself (its exit status tells why) or never got there.
+            Err(_) => break,
+        }
+    }
+    delay_us
+}
+
+/// Runs one child on `dir` and kills it as `plan` says.
+fn run_child(dir: &Path, round: u64, plan: Plan) -> Round {
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "child_entry_point",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR_ENV, dir)
+        .env(CHILD_ROUND_ENV, round.to_string())
+        .env_remove("CAIRN_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let spawned = Instant::now();
+    let stdout = child.stdout.take().expect("child stdout");
+    let mut stderr = child.stderr.take().expect("child stderr");
+    let (reader, rx) = read_lines(stdout);
     let stderr_reader = thread::spawn(move || {
         let mut text = String::new();
         let _ = stderr.read_to_string(&mut text);
         text
     });
     let mut lines = Vec::new();
-    let (wanted, nth, delay_us) = match plan {
-        Plan::WhileOpening { delay_us } => (None, 0, delay_us),
-        Plan::Random { delay_us } => (Some(Line::Ready), 1, delay_us),
-        Plan::AfterCompactStart { nth, delay_us } => (Some(Line::CompactStart), nth, delay_us),
-        Plan::AfterCompactWrite { nth, delay_us } => (Some(Line::CompactWrite), nth, delay_us),
-    };
-    if let Some(wanted) = wanted {
-        let mut seen = 0;
-        while seen < nth {
-            let left = MARKER_TIMEOUT.saturating_sub(spawned.elapsed());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    seen += u64::from(line == wanted);
-                    lines.push(line);
-                }
-                // The child died by itself (its exit status tells why) or never got there.
-                Err(_) => break,
-            }
-        }
-    }
+    let delay_us = wait_for_plan(&rx, plan, spawned, &mut lines);
     thread::sleep(Duration::from_micros(delay_us));
     // `kill` sends SIGKILL; it fails only if the child was already reaped.
     let _ = child.kill();
@@ -408,30 +424,7 @@ fn check_round(
         .count() as u64;
     let store = Store::open_with(dir, options())
         .unwrap_or_else(|e| panic!("{context}: reopen failed: {e}"));
-    let report = store.recovery_report();
-    assert!(
-        report
-            .findings
-            .iter()
-            .all(|f| f.kind == FindingKind::TornTail),
-        "{context}: {report:?}"
-    );
-    tally.torn_tails += report.findings.len() as u64;
-    tally.superseded_segments_found += report.segments_superseded as u64;
-
-    // A writer's reopen removes what an interrupted compaction left: no temporary file, and
-    // exactly the segment files the store uses.
-    let names = file_names(dir);
-    assert!(
-        !names
-            .iter()
-            .any(|n| n.ends_with(".compacting") || n.ends_with(".creating")),
-        "{context}: leftovers after a writer reopened the store: {names:?}"
-    );
-    let segment_files = names.iter().filter(|n| n.ends_with(".seg")).count();
-    assert_eq!(segment_files, store.segment_count(), "{context}: {names:?}");
-    tally.max_segments_at_reopen = tally.max_segments_at_reopen.max(segment_files);
-
+    check_recovery(dir, &store, tally, context);
     let mut acks: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
     for line in &outcome.lines {
         if let Line::Ack { job, counter, seq } = line {
@@ -455,29 +448,54 @@ fn check_round(
         }
     }
     assert!(acks.is_empty(), "{context}: acks of unknown jobs: {acks:?}");
+    check_compaction_after_recovery(&store, context);
+    store.close().expect("close");
+}
 
-    // Compaction works on the recovered store: every sealed segment goes into one.
-    let latest_before: Vec<_> = all_jobs()
-        .iter()
-        .map(|job| store.latest(job).expect("latest").map(|c| c.seq))
-        .collect();
+/// The reopen found a torn tail at most, and removed what an interrupted compaction left: no
+/// temporary file, and exactly the segment files the store uses.
+fn check_recovery(dir: &Path, store: &Store, tally: &mut Tally, context: &str) {
+    let report = store.recovery_report();
+    assert!(
+        report
+            .findings
+            .iter()
+            .all(|f| f.kind == FindingKind::TornTail),
+        "{context}: {report:?}"
+    );
+    tally.torn_tails += report.findings.len() as u64;
+    tally.superseded_segments_found += report.segments_superseded as u64;
+    let names = file_names(dir);
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with(".compacting") || n.ends_with(".creating")),
+        "{context}: leftovers after a writer reopened the store: {names:?}"
+    );
+    let segment_files = names.iter().filter(|n| n.ends_with(".seg")).count();
+    assert_eq!(segment_files, store.segment_count(), "{context}: {names:?}");
+    tally.max_segments_at_reopen = tally.max_segments_at_reopen.max(segment_files);
+}
+
+/// Compaction works on the recovered store: the sealed segments go into one, and no job's
+/// latest changes.
+fn check_compaction_after_recovery(store: &Store, context: &str) {
+    let latests = || -> Vec<Option<u64>> {
+        all_jobs()
+            .iter()
+            .map(|job| store.latest(job).expect("latest").map(|c| c.seq))
+            .collect()
+    };
+    let before = latests();
     store
         .compact()
         .unwrap_or_else(|e| panic!("{context}: compact: {e}"));
     assert!(
         store.segment_count() <= 2,
-        "{context}: {}",
+        "{context}: {} segments after a compaction",
         store.segment_count()
     );
-    let latest_after: Vec<_> = all_jobs()
-        .iter()
-        .map(|job| store.latest(job).expect("latest").map(|c| c.seq))
-        .collect();
-    assert_eq!(
-        latest_before, latest_after,
-        "{context}: compaction changed a latest"
-    );
-    store.close().expect("close");
+    assert_eq!(before, latests(), "{context}: compaction changed a latest");
 }
 
 struct JobCheck<'a> {
@@ -517,18 +535,7 @@ fn check_job(check: &JobCheck<'_>, seqs: &mut HashMap<(String, u64), u64>) -> (O
     } = *check;
     let context = format!("{context}\njob {job}, acks {acks:?}");
     let first_new = previous_latest.map_or(0, |l| l + 1);
-    for (i, &(counter, seq)) in acks.iter().enumerate() {
-        assert_eq!(
-            counter,
-            first_new + i as u64,
-            "{context}: acknowledged counters"
-        );
-        let known = seqs.insert((job.to_owned(), counter), seq);
-        assert!(
-            known.is_none(),
-            "{context}: counter {counter} acknowledged twice"
-        );
-    }
+    record_acks(job, first_new, acks, seqs, &context);
     let last_acked = acks.last().map(|&(c, _)| c).or(previous_latest);
     let history = store.history(job).expect("history");
     let Some(latest) = history.last() else {
@@ -589,6 +596,29 @@ fn check_job(check: &JobCheck<'_>, seqs: &mut HashMap<(String, u64), u64>) -> (O
     }
     let unacknowledged = Some(latest_counter) != last_acked;
     (Some(latest_counter), unacknowledged)
+}
+
+/// The round's acknowledged counters of `job` continue from `first_new` one by one (the child
+/// resumed from what the parent saw), each acknowledged once; notes their seqs.
+fn record_acks(
+    job: &str,
+    first_new: u64,
+    acks: &[(u64, u64)],
+    seqs: &mut HashMap<(String, u64), u64>,
+    context: &str,
+) {
+    for (i, &(counter, seq)) in acks.iter().enumerate() {
+        assert_eq!(
+            counter,
+            first_new + i as u64,
+            "{context}: acknowledged counters"
+        );
+        let known = seqs.insert((job.to_owned(), counter), seq);
+        assert!(
+            known.is_none(),
+            "{context}: counter {counter} acknowledged twice"
+        );
+    }
 }
 
 fn file_names(dir: &Path) -> Vec<String> {

@@ -1,11 +1,12 @@
 //! Benchmarks of compaction.
 //!
-//! - `compact/jobs_<J>_x20_keep3`: one `Store::compact()` of a store whose sealed segments hold
-//!   J jobs × 20 checkpoints of about 300 bytes (J = 250 and 1,000: about 2 and 8 MB), with
-//!   `keep_last(3)`: it reads every sealed segment, keeps 3 checkpoints per job, writes and
-//!   syncs the compacted segment, renames it into place and removes the old ones. Each
-//!   iteration compacts a fresh copy of the same store (the copy and the open are not timed).
-//!   Throughput is bytes of sealed segments compacted per second.
+//! - `compact/jobs_<J>_x20_keep3`: one `Store::compact()` of a never-compacted store holding
+//!   J jobs × 20 checkpoints of about 300 bytes (J = 250 and 1,000: about 2 and 8 MB of
+//!   records in 1 MiB segments), with `keep_last(3)`: it seals the segment being written
+//!   (an explicit compaction takes every record), reads every segment, keeps 3 checkpoints per
+//!   job, writes and syncs the compacted segment, renames it into place and removes the old
+//!   ones. Each iteration compacts a fresh copy of the same store (the copy and the open are
+//!   not timed). Throughput is bytes of records compacted per second.
 //! - `save_latency_during_compaction` (not a criterion benchmark: criterion reports means, and
 //!   this is about the tail): on a fresh copy of the 1,000-job store, durable saves
 //!   (`Durability::Sync`, one thread) are timed one by one without a compaction (idle, and
@@ -57,7 +58,7 @@ fn progress(job: u64, n: u64) -> serde_json::Value {
 
 /// A store of `jobs` × `CHECKPOINTS_PER_JOB` checkpoints, saved round by round (so every
 /// segment holds checkpoints of every job), never compacted. Returns the bytes of its
-/// sealed segments (every segment but the last, which the writer keeps).
+/// records.
 fn build_template(dir: &Path, jobs: u64) -> u64 {
     let store = Store::open_with(dir, options(Durability::OsOnly)).expect("open template");
     for n in 0..CHECKPOINTS_PER_JOB {
@@ -67,13 +68,13 @@ fn build_template(dir: &Path, jobs: u64) -> u64 {
                 .expect("save");
         }
     }
-    let sealed_bytes = store.metrics().storage_bytes - SEGMENT_SIZE_BYTES;
+    let record_bytes = store.stats().expect("stats").record_bytes;
     assert!(
         store.segment_count() >= 2,
         "the template must have sealed segments"
     );
     store.close().expect("close template");
-    sealed_bytes
+    record_bytes
 }
 
 /// A fresh copy of the template store, synced: otherwise the write-back of the copy would
@@ -102,8 +103,8 @@ fn bench_compact(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(5));
     for jobs in JOB_COUNTS {
         let template = tempfile::tempdir().expect("tempdir");
-        let sealed_bytes = build_template(template.path(), jobs);
-        group.throughput(Throughput::Bytes(sealed_bytes));
+        let record_bytes = build_template(template.path(), jobs);
+        group.throughput(Throughput::Bytes(record_bytes));
         let name = format!("jobs_{jobs}_x{CHECKPOINTS_PER_JOB}_keep{KEEP_LAST}");
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
@@ -219,7 +220,7 @@ fn latency_trial(template: &Path) -> TrialLatencies {
 fn save_latency_during_compaction(trials: usize) {
     let jobs = 1_000;
     let template = tempfile::tempdir().expect("tempdir");
-    let sealed_bytes = build_template(template.path(), jobs);
+    let record_bytes = build_template(template.path(), jobs);
     let mut all = TrialLatencies::default();
     let mut compactions = Vec::new();
     for _ in 0..trials {
@@ -236,9 +237,9 @@ fn save_latency_during_compaction(trials: usize) {
     let during = percentiles(all.during);
     println!(
         "save_latency_during_compaction: {trials} trials, {jobs} jobs x {CHECKPOINTS_PER_JOB}, \
-         {:.1} MB of sealed segments, keep_last {KEEP_LAST}, Durability::Sync, 1 saving thread; \
+         {:.1} MB of records, keep_last {KEEP_LAST}, Durability::Sync, 1 saving thread; \
          compaction median {compaction_ms:.1} ms",
-        sealed_bytes as f64 / 1e6
+        record_bytes as f64 / 1e6
     );
     println!(
         "  {:<34} {:>6} {:>9} {:>9} {:>9} {:>9}",

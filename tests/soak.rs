@@ -35,7 +35,10 @@ fn disk_use(dir: &Path) -> u64 {
         let Ok(metadata) = entry.metadata() else {
             continue;
         };
-        if metadata.is_file() && inodes.insert(metadata.ino()) {
+        // The limit is on segment files (`.seg`, and a `.seg.compacting` or `.seg.creating`
+        // being written); the marker and the lock file (under 100 bytes) are not counted.
+        let segment_file = entry.file_name().to_string_lossy().contains(".seg");
+        if segment_file && metadata.is_file() && inodes.insert(metadata.ino()) {
             bytes += metadata.len();
         }
     }

@@ -3,6 +3,7 @@
 //! decision (`store/compact.rs`); the protocol is in docs/FORMAT.md, "Compaction".
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::format::{
@@ -59,6 +60,24 @@ impl Log {
             .range(id + 1..)
             .next()
             .map(|(_, s)| s.header.first_seq)
+    }
+
+    /// The length of the compacted segment, if there is one: about what the next compaction
+    /// writes beside the files it replaces.
+    pub fn last_compacted_bytes(&self) -> u64 {
+        self.segments_read()
+            .values()
+            .find(|s| s.header.compacted)
+            .map_or(0, |s| s.file.len())
+    }
+
+    /// Counts `bytes` of a compacted file about to be written against the size limit, and
+    /// returns the bytes of segment files at that moment. Under the writer lock: a saver
+    /// checks the limit and creates its segment under it, so the two never interleave.
+    pub fn reserve_compaction(&self, bytes: u64) -> u64 {
+        let _writer = self.writer.as_ref().map(lock);
+        self.compaction_bytes.store(bytes, Ordering::Release);
+        self.storage_bytes()
     }
 
     /// Whether the next record of `body_len` bytes would need a new segment.
@@ -130,6 +149,8 @@ impl Log {
             compacted: true,
         };
         let mut offsets = Vec::with_capacity(records.len());
+        self.compaction_bytes
+            .store(header.segment_len, Ordering::Release);
         let segment = Segment::create_compacted(self.storage.as_ref(), &self.dir, header, |file| {
             let mut buf = Vec::new();
             let mut pos = SEGMENT_HEADER_LEN as u64;
@@ -160,6 +181,7 @@ impl Log {
             Ok(pos + buf.len() as u64)
         });
         let segment = segment.inspect_err(|error| {
+            self.compaction_bytes.store(0, Ordering::Release);
             // A failed directory sync after the rename leaves the directory in an unknown
             // state: refuse writes, as after any failed sync.
             if matches!(error, Error::Io { op, .. } if *op == "sync directory") {
@@ -174,9 +196,17 @@ impl Log {
     pub fn install_compacted(&self, segment: Arc<Segment>) {
         let mut segments = self.segments_write();
         let replaced: Vec<u64> = segments.range(..=segment.id).map(|(id, _)| *id).collect();
+        // The replaced files stay on disk until `remove_replaced` (the last one is already
+        // gone: the compacted segment took its name).
+        let mut left_on_disk = 0;
         for id in replaced {
-            segments.remove(&id);
+            if let Some(old) = segments.remove(&id)
+                && id != segment.id
+            {
+                left_on_disk += old.file.len();
+            }
         }
+        self.compaction_bytes.store(left_on_disk, Ordering::Release);
         segments.insert(segment.id, segment);
     }
 
@@ -187,6 +217,8 @@ impl Log {
         let Some((_, older)) = range.split_last() else {
             return Ok(());
         };
+        // Counted as removed even if a removal fails: recovery removes what is left.
+        let _removed = ClearOnDrop(&self.compaction_bytes);
         for segment in older {
             let path = self.dir.join(segment_file_name(segment.id));
             self.storage
@@ -226,5 +258,14 @@ impl Log {
             }
         }
         Ok(())
+    }
+}
+
+/// Sets a byte count back to zero when dropped.
+struct ClearOnDrop<'a>(&'a AtomicU64);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(0, Ordering::Release);
     }
 }

@@ -75,6 +75,10 @@ pub(crate) struct Log {
     synced: Condvar,
     /// The cap on the bytes of all segment files, checked before a new segment is created.
     size_limit: Option<u64>,
+    /// Bytes of files a compaction has on disk besides the segments in `segments`: the
+    /// compacted file while it is written, then the replaced files until they are removed.
+    /// They count against the size limit.
+    compaction_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// Locks a mutex, treating poisoning (a panic in another thread) as a bug.
@@ -190,16 +194,21 @@ impl Log {
             }),
             synced: Condvar::new(),
             size_limit,
+            compaction_bytes: std::sync::atomic::AtomicU64::new(0),
         };
         Ok((log, recovered.report))
     }
 
     /// Appends one record. `on_written` runs under the writer lock once the record is in the
     /// log (not yet durable), so index updates happen in sequence order.
+    ///
+    /// `past_limit` lets the record take a new segment even when the size limit says no: for
+    /// a job deletion, which is how space is freed.
     pub fn append(
         &self,
         kind: RecordKind,
         body: &[u8],
+        past_limit: bool,
         on_written: impl FnOnce(&Appended),
     ) -> Result<Appended> {
         let writer = self.writer.as_ref().ok_or(Error::ReadOnly)?;
@@ -214,6 +223,9 @@ impl Log {
             sync.synced_seq
         };
         if !writer.fits(body.len()) {
+            if !past_limit {
+                self.check_room(writer.segment_size())?;
+            }
             durable_seq = self.roll_over(&mut writer, durable_seq)?;
         }
         let appended = self.poison_on_err(writer.append(kind, body, durable_seq))?;
@@ -243,9 +255,8 @@ impl Log {
     }
 
     /// Seals the current segment and switches to a new one; returns the seal's number, up to
-    /// which everything is durable.
+    /// which everything is durable. The caller checked the size limit.
     fn roll_over(&self, writer: &mut Writer, durable_seq: u64) -> Result<u64> {
-        self.check_room(writer.segment_size())?;
         let sealed_seq =
             self.poison_on_err(writer.rollover(self.storage.as_ref(), &self.dir, durable_seq))?;
         self.mark_synced(sealed_seq);
@@ -259,7 +270,10 @@ impl Log {
         let Some(limit_bytes) = self.size_limit else {
             return Ok(());
         };
-        let used_bytes = self.storage_bytes();
+        let used_bytes = self.storage_bytes()
+            + self
+                .compaction_bytes
+                .load(std::sync::atomic::Ordering::Acquire);
         if used_bytes + segment_bytes > limit_bytes {
             return Err(Error::StoreFull {
                 dir: self.dir.clone(),

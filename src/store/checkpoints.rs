@@ -77,7 +77,7 @@ impl Store {
             .map_err(|reason| Error::invalid("checkpoint", reason))?;
         self.check_size(job, stored_len, encoded.len())?;
         let inner = &self.inner;
-        let appended = self.append(RecordKind::Checkpoint, &encoded, &|appended| {
+        let appended = self.append(RecordKind::Checkpoint, &encoded, false, &|appended| {
             let at = Location {
                 seq: appended.seq,
                 segment_id: appended.segment_id,

@@ -219,7 +219,7 @@ impl Inner {
         if how == How::Explicit {
             self.log.seal_current()?;
         }
-        let Some(plan) = self.plan(retention, dry_run, progress)? else {
+        let Some(mut plan) = self.plan(retention, dry_run, progress)? else {
             return Ok(CompactionReport {
                 dry_run,
                 segments_before: self.log.segment_count(),
@@ -242,6 +242,9 @@ impl Inner {
         // Every record the decisions relied on (newer checkpoints, deletions) must be durable
         // before anything is dropped because of it.
         self.log.sync_all()?;
+        if let Some(max) = retention.max_bytes {
+            self.reserve_room(&mut plan, &mut report, max);
+        }
         progress(&CompactionProgress {
             phase: "write",
             done_bytes: plan.scanned_bytes,
@@ -295,6 +298,28 @@ impl Inner {
     }
 
     /// Decides a compaction of every sealed segment; `None` when there is none.
+    /// Under a size limit: reserves the compacted file's bytes against the limit (savers that
+    /// need a new segment now count them), then, if the files on disk and the compacted one
+    /// would pass the limit plus one segment (saves went on while the plan was made), drops
+    /// more history so that they do not.
+    fn reserve_room(&self, plan: &mut Plan, report: &mut CompactionReport, max: u64) {
+        let snapshot_len = plan.snapshot.len();
+        let kept_bytes =
+            |c: &[Candidate]| -> u64 { c.iter().filter(|c| c.keep).map(|c| c.bytes).sum() };
+        let len = compacted_len(kept_bytes(&plan.candidates), snapshot_len);
+        let on_disk = self.log.reserve_compaction(len);
+        let room = (max + self.options.segment_size_bytes).saturating_sub(on_disk);
+        if len <= room {
+            return;
+        }
+        report.over_limit |= !fit_budget(&mut plan.candidates, snapshot_len, room);
+        self.log
+            .reserve_compaction(compacted_len(kept_bytes(&plan.candidates), snapshot_len));
+        let dropped = plan.candidates.iter().filter(|c| !c.keep).count() as u64;
+        report.checkpoints_kept = plan.candidates.len() as u64 - dropped;
+        report.checkpoints_dropped = dropped;
+    }
+
     /// Decides a compaction of the sealed segments or (`whole_log`, for a prediction of an
     /// explicit compaction) of every segment.
     fn plan(
@@ -428,9 +453,15 @@ impl Inner {
         };
         let mut over_limit = false;
         if let Some(max) = retention.max_bytes {
-            let budget = max
+            // Afterwards: the compacted segment, the segments after it and room for the next
+            // one fit the limit. Meanwhile: the compacted file is written beside every file it
+            // replaces, and that peak stays within the limit plus one segment.
+            let steady = max
                 .saturating_sub(bytes_after_range)
                 .saturating_sub(self.options.segment_size_bytes);
+            let peak =
+                (max + self.options.segment_size_bytes).saturating_sub(self.log.storage_bytes());
+            let budget = steady.min(peak);
             over_limit = !fit_budget(&mut candidates, snapshot.len(), budget);
         }
         let kept_bytes: u64 = candidates.iter().filter(|c| c.keep).map(|c| c.bytes).sum();

@@ -133,7 +133,8 @@ impl Store {
                 limit_bytes: max_body,
             });
         }
-        let appended = self.append(RecordKind::JobEvent, &encoded, &|appended| {
+        let deletion = matches!(event, JobEvent::JobDeleted { .. });
+        let appended = self.append(RecordKind::JobEvent, &encoded, deletion, &|appended| {
             self.index_mut()
                 .event(job, appended.seq, time, event, appended.bytes);
         })?;

@@ -147,6 +147,12 @@ impl Store {
             ) {
                 Ok((log, report)) => break (log, report, index),
                 Err(error) if read_only && attempts < 8 && vanished(&error) => attempts += 1,
+                // A reader can catch a writer in another process mid-record: damage in a scan
+                // of a live store may be a record in flight. Look again before believing it.
+                Err(error) if read_only && attempts < 8 && error.is_corruption() => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(2 * attempts));
+                }
                 Err(error) => return Err(error),
             }
         };
@@ -279,28 +285,36 @@ impl Store {
     /// limit, a record that needs a new segment for which there is no room waits for a
     /// compaction first (the background compactor normally runs well before this), and is
     /// refused with [`Error::StoreFull`] only if there is still no room after it.
+    ///
+    /// A job deletion is never refused for the limit: deleting jobs is how a full store gets
+    /// room again. It may take the store one segment past the limit until the next
+    /// compaction drops the job.
     fn append(
         &self,
         kind: RecordKind,
         body: &[u8],
+        deletion: bool,
         on_written: &dyn Fn(&crate::log::Appended),
     ) -> Result<crate::log::Appended> {
         let inner = &self.inner;
-        let limited = inner.options.retention.max_bytes.is_some();
+        let limited = inner.options.retention.max_bytes.is_some() && !deletion;
+        // Compact while there is still room beside the files for a compacted segment as
+        // large as the last one: its output is written before the files it replaces go.
+        let reserve = inner.log.last_compacted_bytes();
         if limited
             && inner.log.needs_new_segment(body.len())
             && inner
                 .log
-                .check_room(inner.options.segment_size_bytes)
+                .check_room(inner.options.segment_size_bytes + reserve)
                 .is_err()
         {
             self.compact_for_room()?;
         }
-        let mut appended = inner.log.append(kind, body, |a| on_written(a));
+        let mut appended = inner.log.append(kind, body, deletion, |a| on_written(a));
         if limited && matches!(appended, Err(Error::StoreFull { .. })) {
             // Another saver took the room made above: one more compaction, then the verdict.
             self.compact_for_room()?;
-            appended = inner.log.append(kind, body, |a| on_written(a));
+            appended = inner.log.append(kind, body, deletion, |a| on_written(a));
         }
         self.after_append(&appended);
         appended
@@ -334,7 +348,7 @@ impl Store {
             return;
         };
         let auto = inner.options.auto_compact;
-        let storage_bytes = inner.log.storage_bytes();
+        let storage_bytes = inner.log.storage_bytes() + inner.log.last_compacted_bytes();
         let over_half_limit = inner
             .options
             .retention

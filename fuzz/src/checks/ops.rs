@@ -5,9 +5,11 @@
 //! - 0, 1: save a checkpoint (job from a small set in bits 3..5, phase from bit 0, trigger from
 //!   bits 5..8: 0 is a plain `save`, 1 to 7 a `save_with` that trigger code), then a byte for
 //!   the payload size (up to 4 KiB);
-//! - 2, 3: record a job event (job in bits 3..5, and bits 5..8 modulo 5 pick `start_run`,
-//!   `fail_run`, `succeed_run`, `clear_checkpoint` or `schedule_retry`), then a byte for its
-//!   arguments (error context, message or reason length, retry attempt and delay);
+//! - 2, 3: job in bits 3..5, and bits 5..8 pick: 0 to 4 a job event (`start_run`,
+//!   `fail_run`, `succeed_run`, `clear_checkpoint` or `schedule_retry`), 5 `delete_job`, 6
+//!   `compact`, 7 `compact` then a crash at once; then a byte for its arguments (error
+//!   context, message or reason length, retry attempt and delay; for the crash after a
+//!   compaction, the [`CrashMode`] in bits 0..2 and the crash seed in bits 2..8);
 //! - 4: reopen; 5: crash (a [`CrashMode`] and a seed: the disk is replaced by what a power loss
 //!   would leave, and the store reopened on it); 6: inject a fault (a failed or short write, a
 //!   failed sync, a full disk, at the n-th operation of its kind from now); 7: check the
@@ -15,7 +17,9 @@
 //!
 //! At most 200 operations; every input ends with a crash and a last check. Saves and events
 //! both take one argument byte, so inputs written before events existed still parse into the
-//! same operations (with some of their saves now events).
+//! same operations (with some of their saves now events). Likewise `delete_job` and the
+//! compactions took event codes 5 to 7, which used to repeat codes 0 to 2 (modulo 5): older
+//! inputs parse as before, with those events now deletes and compactions.
 //!
 //! The model: every write (save or event) that returned `Ok` (with `Durability::Sync`) is
 //! durable, with the sequence number and time the store gave it. A write that failed while
@@ -26,6 +30,19 @@
 //! undecided one: never anything else; and the state of every job (`Store::job`) is exactly the
 //! fold ([`JobState::apply`]) of its durable writes, timestamps included. The live writer's
 //! state is also compared with the model after every acknowledged write.
+//!
+//! A `delete_job` is a job event like the others (durable, or undecided when it failed), after
+//! which the job is gone: no state, no checkpoints (its earlier saves leave the contents), not
+//! listed; a later write starts a new job. `delete_job` of a job the store does not have
+//! returns `Ok(false)` and writes nothing. A compaction changes no contents: the store keeps
+//! every checkpoint ([`image::options`]), and compaction only folds job events into a snapshot
+//! and rewrites the sealed segments. So after `compact`, whatever it returned, the writer and a
+//! read-only open still hold exactly the model; an `Ok` leaves at most two segments (the
+//! compacted one and the one being written); an error is allowed only with a fault armed, and
+//! poisons the store exactly when the directory's or a sealed segment's state became unknown
+//! (a failed sync after the rename, a failed seal of the segment being written), while a
+//! failure before the rename leaves everything as it was. The next open decides nothing for a
+//! compaction: a crash at any point of it must leave the model's contents.
 
 use std::path::Path;
 use std::time::Duration;
@@ -71,6 +88,24 @@ impl Write {
             Write::Event(event) => event.clone(),
         }
     }
+
+    fn is_delete(&self) -> bool {
+        matches!(self, Write::Event(JobEvent::JobDeleted { .. }))
+    }
+}
+
+/// The checkpoints a store holds after the durable writes of `log`, in order: every durable
+/// save but those of a job deleted after them.
+fn visible(log: &[(Op, State)]) -> Vec<Saved<'_>> {
+    let mut saves: Vec<Saved> = Vec::new();
+    for (op, state) in log {
+        if op.write.is_delete() && matches!(state, State::Durable { .. }) {
+            saves.retain(|saved| saved.job != op.job);
+        } else if let Some(saved) = Saved::of_op(op, state) {
+            saves.push(saved);
+        }
+    }
+    saves
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -156,6 +191,11 @@ fn fold(log: &[(Op, State)], job: &str) -> Option<JobState> {
     let mut state: Option<JobState> = None;
     for (op, op_state) in log.iter().filter(|(op, _)| op.job == job) {
         if let State::Durable { seq, at } = op_state {
+            if op.write.is_delete() {
+                // The store forgets a deleted job: a later write starts a new one.
+                state = None;
+                continue;
+            }
             let state = state.get_or_insert_with(|| JobState::new(job));
             state.apply(*seq, *at, &op.write.event());
         }
@@ -214,10 +254,7 @@ impl Model {
                 settled.push((op, state));
             }
         }
-        let expected: Vec<Saved> = settled
-            .iter()
-            .filter_map(|(op, state)| Saved::of_op(op, state))
-            .collect();
+        let expected = visible(&settled);
         let got: Vec<Saved> = found.checkpoints.iter().map(Saved::of_checkpoint).collect();
         for (i, want) in expected.iter().enumerate() {
             assert_eq!(
@@ -255,10 +292,7 @@ impl Model {
     ) -> Option<State> {
         let (seq, at) = match &op.write {
             Write::Save { .. } => {
-                let saves = settled
-                    .iter()
-                    .filter(|(op, _)| matches!(op.write, Write::Save { .. }))
-                    .count();
+                let saves = visible(settled).len();
                 let last = found.checkpoints.get(saves)?;
                 let candidate = Saved::of_op(
                     op,
@@ -272,6 +306,15 @@ impl Model {
                     return None;
                 }
                 (last.seq, last.at)
+            }
+            Write::Event(JobEvent::JobDeleted { .. }) => {
+                // Written only for a job the store had: it is there if the job is gone. Its
+                // number is not known (the job's state is gone with it), only that it follows
+                // the durable writes.
+                if found.state(op.job).is_some() {
+                    return None;
+                }
+                (self.last_durable_seq() + 1, DateTime::UNIX_EPOCH)
             }
             Write::Event(_) => {
                 let before = fold(settled, op.job).map_or(0, |s| s.events_applied);
@@ -310,13 +353,17 @@ impl Model {
                     "{context}: sequence number {seq} reused"
                 );
                 let live = store.job(op.job);
-                let at = live
-                    .as_ref()
-                    .filter(|state| state.last_seq == Some(seq))
-                    .and_then(|state| state.updated_at)
-                    .unwrap_or_else(|| {
-                        panic!("{context}: write {seq} not in the live state {live:?}")
-                    });
+                let at = if op.write.is_delete() {
+                    // A deleted job has no state left to take the time from (nor needs one).
+                    DateTime::UNIX_EPOCH
+                } else {
+                    live.as_ref()
+                        .filter(|state| state.last_seq == Some(seq))
+                        .and_then(|state| state.updated_at)
+                        .unwrap_or_else(|| {
+                            panic!("{context}: write {seq} not in the live state {live:?}")
+                        })
+                };
                 let job = op.job;
                 self.log.push((op, State::Durable { seq, at }));
                 assert_eq!(
@@ -367,11 +414,9 @@ impl Model {
     /// The latest durable save of `job`, cleared or not: what `Store::latest` returns while
     /// nothing is undecided.
     fn latest(&self, job: &str) -> Option<Saved<'_>> {
-        self.log
-            .iter()
-            .filter(|(op, _)| op.job == job)
-            .filter_map(|(op, state)| Saved::of_op(op, state))
-            .next_back()
+        visible(&self.log)
+            .into_iter()
+            .rfind(|saved| saved.job == job)
     }
 }
 
@@ -450,7 +495,8 @@ fn event(store: &Store, model: &mut Model, input: &mut Input, op: u8, context: &
     let arg = input.u8();
     let n = model.writes_made;
     model.writes_made += 1;
-    let (event, result) = match (op >> 5) % 5 {
+    // Bits 5..8 are 0 to 4 here: 5 to 7 are `delete_job` and compactions (check_ops).
+    let (event, result) = match op >> 5 {
         0 => {
             let attempt = fold(&model.log, job).map_or(0, |s| s.retry_count) + 1;
             let result = store.start_run(job).map(|got| {
@@ -503,6 +549,166 @@ fn event(store: &Store, model: &mut Model, input: &mut Input, op: u8, context: &
     model.settle(store, Op { job, write }, result, context);
 }
 
+/// `delete_job` of `job` (bits 3..5 of `op`), with a reason of `arg` bytes: `Ok(false)`
+/// (nothing written) for a job the store does not have, else a job event like the others, after
+/// which the job is gone from every read.
+fn delete(store: &Store, model: &mut Model, input: &mut Input, op: u8, context: &str) {
+    let job = job_of(op);
+    let reason = format!("fuzz {}", "d".repeat(usize::from(input.u8()) * 8));
+    model.writes_made += 1;
+    let result = store.delete_job(job, &reason);
+    if tracing() {
+        eprintln!("  delete_job {job}: {result:?}");
+    }
+    let result = match result {
+        Ok(false) => {
+            // With a write undecided, the live store may already have it (a save written
+            // whose sync failed): only a store with nothing undecided must agree.
+            assert!(
+                model.poisoned || fold(&model.log, job).is_none(),
+                "{context}: delete_job says {job} does not exist"
+            );
+            return;
+        }
+        Ok(true) => {
+            assert_eq!(
+                store.job(job),
+                None,
+                "{context}: {job} deleted, its state left"
+            );
+            let latest = store.latest(job).map(|c| c.map(|c| c.seq));
+            assert!(
+                matches!(latest, Ok(None)),
+                "{context}: {job} deleted, latest {latest:?}"
+            );
+            let history = store.history(job).map(|h| h.len());
+            assert!(
+                matches!(history, Ok(0)),
+                "{context}: {job} deleted, history {history:?}"
+            );
+            let jobs = store.jobs().expect("jobs");
+            assert!(
+                jobs.iter().all(|summary| summary.job != job),
+                "{context}: {job} deleted, still listed"
+            );
+            Ok(store.last_seq())
+        }
+        Err(e) => Err(e),
+    };
+    let write = Write::Event(JobEvent::JobDeleted { reason });
+    model.settle(store, Op { job, write }, result, context);
+}
+
+/// `Store::compact`. Every checkpoint is kept ([`image::options`]), so the contents and the
+/// job states do not change, whatever happens: an error only decides whether the store is
+/// poisoned (a failed sync of the directory after the compacted segment was renamed into
+/// place, or the seal of the segment being written failing) or not (anything before the
+/// rename, which leaves the old segments as they were).
+fn compact(store: &Store, disk: &SimDisk, model: &mut Model, context: &str) {
+    let result = store.compact();
+    let poisoned = store.metrics().poisoned.is_some();
+    if tracing() {
+        eprintln!(
+            "  compact: {:?}, {} segments, poisoned {poisoned}",
+            result
+                .as_ref()
+                .map(|r| (r.compacted, r.segments_before, r.segments_after)),
+            store.segment_count()
+        );
+    }
+    match result {
+        Ok(report) => {
+            assert!(!model.poisoned, "{context}: a poisoned store compacted");
+            assert!(
+                !poisoned,
+                "{context}: compact succeeded and poisoned the store"
+            );
+            // The segment being written was sealed (if it held anything) and every sealed
+            // segment folded into one: the compacted one and the new segment are left.
+            let segments = store.segment_count();
+            assert!(
+                segments <= 2 && report.segments_after <= 2,
+                "{context}: {segments} segments after a compaction: {report:?}"
+            );
+        }
+        Err(e) => {
+            assert!(
+                model.faults_armed || model.poisoned,
+                "{context}: compact failed without a fault: {e}"
+            );
+            if model.poisoned {
+                assert!(
+                    matches!(e, Error::Poisoned { .. }),
+                    "{context}: poisoned, yet {e:?}"
+                );
+            } else {
+                // The seal of the segment being written (a rollover) or the sync of the log.
+                let poisons = matches!(
+                    &e,
+                    Error::Io {
+                        op: "write record" | "sync sealed segment",
+                        ..
+                    }
+                );
+                // Creating the next segment, or writing the compacted one before its rename.
+                let clean = matches!(&e, Error::DiskFull { .. })
+                    || matches!(
+                        &e,
+                        Error::Io {
+                            op: "create segment"
+                                | "write segment header"
+                                | "write records of"
+                                | "sync new segment"
+                                | "rename new segment",
+                            ..
+                        }
+                    );
+                // A rollover's (clean: the new segment is removed again) or the compaction's,
+                // after the rename or the removal of the replaced segments (poisons).
+                let either = matches!(
+                    &e,
+                    Error::Io {
+                        op: "sync directory",
+                        ..
+                    }
+                );
+                assert!(
+                    poisons || clean || either,
+                    "{context}: compact: unexpected error {e:?}"
+                );
+                assert!(
+                    (!poisons || poisoned) && (!clean || !poisoned),
+                    "{context}: compact failed with {e:?}, poisoned: {poisoned}"
+                );
+                model.poisoned = poisoned;
+            }
+        }
+    }
+    model.reconcile(&found(store, context), false, context);
+    let reader = testing::open(disk, Path::new(image::DIR), options(), true)
+        .unwrap_or_else(|e| panic!("{context}: a reader does not open after compact: {e}"));
+    model.reconcile(&found(&reader, context), false, context);
+}
+
+/// Replaces the disk by what a power loss in `mode` would leave, and opens a writer on it.
+/// `None` when a known bug stops the scenario.
+fn crash(
+    disk: &mut SimDisk,
+    store: Store,
+    model: &mut Model,
+    mode: u8,
+    seed: u16,
+    context: &str,
+) -> Option<Store> {
+    let mode = CRASH_MODES[usize::from(mode) % CRASH_MODES.len()];
+    let crashed = disk.crash(mode, u64::from(seed));
+    // The old store's final sync at drop goes to the old disk: after the crash.
+    drop(store);
+    *disk = crashed;
+    model.faults_armed = false;
+    open_writer(disk, model, &format!("{context} crash {mode:?}"))
+}
+
 fn fault(input: &mut Input) -> Fault {
     let n = 1 + u64::from(input.u8() % 8);
     match input.u8() % 4 {
@@ -538,7 +744,30 @@ pub fn check_ops(data: &[u8]) {
         }
         match op % 8 {
             0 | 1 => save(&store, &mut model, &mut input, op, &context),
-            2 | 3 => event(&store, &mut model, &mut input, op, &context),
+            2 | 3 => match op >> 5 {
+                5 => delete(&store, &mut model, &mut input, op, &context),
+                6 => {
+                    input.u8();
+                    compact(&store, &disk, &mut model, &context);
+                }
+                7 => {
+                    let arg = input.u8();
+                    compact(&store, &disk, &mut model, &context);
+                    let context = format!("{context} compacted");
+                    let Some(reopened) = crash(
+                        &mut disk,
+                        store,
+                        &mut model,
+                        arg & 3,
+                        u16::from(arg >> 2),
+                        &context,
+                    ) else {
+                        return;
+                    };
+                    store = reopened;
+                }
+                _ => event(&store, &mut model, &mut input, op, &context),
+            },
             4 => {
                 drop(store);
                 let Some(reopened) = open_writer(&disk, &mut model, &context) else {
@@ -547,14 +776,10 @@ pub fn check_ops(data: &[u8]) {
                 store = reopened;
             }
             5 => {
-                let mode = CRASH_MODES[usize::from(input.u8()) % CRASH_MODES.len()];
-                let crashed = disk.crash(mode, u64::from(input.u16()));
-                // The old store's final sync at drop goes to the old disk: after the crash.
-                drop(store);
-                disk = crashed;
-                model.faults_armed = false;
-                let context = format!("{context} crash {mode:?}");
-                let Some(reopened) = open_writer(&disk, &mut model, &context) else {
+                let mode = input.u8();
+                let seed = input.u16();
+                let Some(reopened) = crash(&mut disk, store, &mut model, mode, seed, &context)
+                else {
                     return;
                 };
                 store = reopened;

@@ -130,9 +130,9 @@ fn raw_real_store() -> Vec<u8> {
 
 fn ops() -> Vec<(String, Vec<u8>)> {
     // Op bytes (see ops.rs): low bits 0 or 1 save (job in bits 3..5, trigger code in bits
-    // 5..8, then a pad byte), 2 or 3 job event (job in bits 3..5, event in bits 5..8, then an
-    // argument byte), 4 reopen, 5 crash (mode byte, two seed bytes), 6 fault (n byte, kind
-    // byte), 7 check.
+    // 5..8, then a pad byte), 2 or 3 job event (job in bits 3..5, event in bits 5..8: 5
+    // delete_job, 6 compact, 7 compact and crash; then an argument byte), 4 reopen, 5 crash
+    // (mode byte, two seed bytes), 6 fault (n byte, kind byte), 7 check.
     let saves = |n: u8| {
         (0..n)
             .flat_map(|i| [i << 3, i.wrapping_mul(37)])
@@ -177,7 +177,79 @@ fn ops() -> Vec<(String, Vec<u8>)> {
             [job_runs(4), vec![7, 4, 7, 5, 1, 5, 0, 7]].concat(),
         ),
         ("seed-job-events-each-fault".into(), events_each_fault),
+        ("seed-compact-and-delete".into(), compact_and_delete()),
+        ("seed-compact-then-crash".into(), compact_then_crash()),
+        (
+            "seed-compact-and-delete-faults".into(),
+            compact_and_delete_faults(),
+        ),
     ]
+}
+
+/// `ops` op bytes: `delete_job` of job `job` (reason padded by `arg` * 8 bytes), `compact`,
+/// and `compact` then a crash (mode in bits 0..2 of `arg`, seed in bits 2..8).
+fn delete_job(job: u8, arg: u8) -> [u8; 2] {
+    [5 << 5 | job << 3 | 2, arg]
+}
+const COMPACT: [u8; 2] = [6 << 5 | 2, 0];
+fn compact_crash(arg: u8) -> [u8; 2] {
+    [7 << 5 | 2, arg]
+}
+
+/// Runs of three jobs over a few segments, compacted; a job deleted, saved again and
+/// compacted again; a reopen and a crash.
+fn compact_and_delete() -> Vec<u8> {
+    let big_saves = |job: u8, n: u8| {
+        (0..n)
+            .flat_map(|i| [job << 3 | (i & 1), 200])
+            .collect::<Vec<u8>>()
+    };
+    let mut bytes = job_runs(3);
+    bytes.extend(big_saves(0, 12));
+    bytes.extend(COMPACT);
+    bytes.push(7);
+    bytes.extend(delete_job(1, 2));
+    bytes.extend(big_saves(1, 2));
+    bytes.extend(delete_job(3, 0)); // a job the store never had
+    bytes.extend(big_saves(2, 12));
+    bytes.extend(COMPACT);
+    bytes.extend(COMPACT);
+    bytes.extend_from_slice(&[7, 4, 7]);
+    bytes.extend(delete_job(0, 0));
+    bytes.extend(COMPACT);
+    bytes.extend_from_slice(&[5, 2, 3, 0, 7]);
+    bytes
+}
+
+/// A compaction followed at once by a crash, in each mode.
+fn compact_then_crash() -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for mode in 0..4u8 {
+        bytes.extend(job_runs(2));
+        bytes.extend((0..8).flat_map(|i: u8| [i << 3, 150]));
+        bytes.extend(compact_crash(mode | (mode + 1) << 2));
+        bytes.push(7);
+    }
+    bytes
+}
+
+/// Every kind of fault at the first and third disk operation of its kind in a compaction,
+/// then a `delete_job` that fails, each followed by a check, a reopen and a crash.
+fn compact_and_delete_faults() -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for kind in 0..4u8 {
+        for n in [0, 2] {
+            bytes.extend(job_runs(1));
+            bytes.extend((0..6).flat_map(|i: u8| [i << 3, 250]));
+            bytes.extend_from_slice(&[6, n, kind]);
+            bytes.extend(COMPACT);
+            bytes.extend_from_slice(&[7, 4, 7]);
+        }
+        bytes.extend_from_slice(&[6, 0, kind]);
+        bytes.extend(delete_job(0, 1));
+        bytes.extend_from_slice(&[7, 5, kind, 1, 0, 7]);
+    }
+    bytes
 }
 
 /// `ops` input bytes: for each of the first `jobs` jobs, a run that saves, fails, is retried,

@@ -285,10 +285,10 @@ fn check_latest(store: &Store, acknowledged: &[(String, u64, Value)], when: &str
 }
 
 /// The way out that `Error::StoreFull` names ("delete jobs") must work even when the segment
-/// being written has no room left for the deletion record itself. It does not: the
-/// `job_deleted` event needs a new segment like any record, the compaction before it frees
-/// nothing (every record left is live), and `delete_job` fails with `StoreFull`; only a reopen
-/// with a higher limit gets the store going again.
+/// being written has no room left for the deletion record itself. Regression: the
+/// `job_deleted` event once needed a new segment like any record, the compaction before it
+/// freed nothing (every record left was live), and `delete_job` failed with `StoreFull`, so
+/// only a reopen with a higher limit got the store going again.
 #[test]
 fn a_full_store_whose_segment_is_full_can_still_delete_jobs() {
     const LIMIT_BYTES: u64 = 256 * 1024;
@@ -317,10 +317,11 @@ fn a_full_store_whose_segment_is_full_can_still_delete_jobs() {
 }
 
 /// Issue 5: "the store's disk use stays within the configured maximum (plus at most one
-/// segment) under continuous saves". While a compaction writes its compacted segment, that
-/// file exists beside every segment it replaces; when the retained data (here 64 jobs × 10
-/// checkpoints of about 1 KB) is larger than a segment, the disk use passes the limit by more
-/// than a segment, and with compactions running back to back it does so much of the time.
+/// segment) under continuous saves", also while a compaction writes its compacted segment
+/// beside every segment it replaces. Regression: when the retained data (here 64 jobs × 10
+/// checkpoints of about 1 KB) was larger than a segment, the compacted file was not counted
+/// against the limit, and the disk use reached 1.7 MB under a 1 MiB limit with 64 KiB
+/// segments, much of the time (compactions ran back to back).
 #[test]
 fn disk_use_stays_within_the_limit_when_the_retained_data_is_larger_than_a_segment() {
     const LIMIT_BYTES: u64 = 1024 * 1024;

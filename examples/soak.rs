@@ -2,8 +2,8 @@
 //! with `Retention::max_bytes`, for a given time, while the background compactor keeps the
 //! store small. It measures what issue 5 asks for:
 //!
-//! - the disk use over time, from the file system (every file in the store directory, a
-//!   compacted segment being written included), sampled every 250 ms for the series and
+//! - the disk use over time, from the file system (the segment files in the store directory,
+//!   a compacted segment being written included), sampled every 250 ms for the series and
 //!   polled every millisecond for the maximum;
 //! - the latency of every save, and so the longest pause overall and while a compaction ran,
 //!   against the median and p99; compactions are timed from cairn's own `cairn: compacted`
@@ -168,8 +168,10 @@ struct Sample {
     compactions: usize,
 }
 
-/// Bytes of every file in `dir` (each inode once: a file renamed during the listing is not
-/// counted twice), and how many of them are segments.
+/// Bytes of the segment files in `dir`, which the limit is on: segments, and a compacted
+/// (`.seg.compacting`) or new (`.seg.creating`) one being written; not the marker and the
+/// lock file (under 100 bytes). Each inode once: a file renamed during the listing is not
+/// counted twice. Also returns how many segments there are.
 fn disk_use(dir: &Path) -> (u64, usize) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return (0, 0);
@@ -177,12 +179,13 @@ fn disk_use(dir: &Path) -> (u64, usize) {
     let mut inodes = std::collections::HashSet::new();
     let (mut bytes, mut segments) = (0, 0);
     for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
         let Ok(metadata) = entry.metadata() else {
             continue; // removed by a compaction since the listing
         };
-        if metadata.is_file() && inodes.insert(metadata.ino()) {
+        if name.contains(".seg") && metadata.is_file() && inodes.insert(metadata.ino()) {
             bytes += metadata.len();
-            segments += usize::from(entry.file_name().to_string_lossy().ends_with(".seg"));
+            segments += usize::from(name.ends_with(".seg"));
         }
     }
     (bytes, segments)

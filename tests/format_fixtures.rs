@@ -5,6 +5,13 @@
 //! `github_sync` started, saved 150 checkpoints (batch_completed) and failed (HTTP 502,
 //! recoverable); `jira_sync` started, saved 20 and succeeded; `blob_job` saved one checkpoint
 //! of 70,000 bytes of JSON, stored LZ4-compressed. Two segments, 175 records.
+//! `tests/fixtures/format-v3` was written by the format 3 build (commit fb4f107) through the
+//! library with 64 KiB segments: `github_sync` started, saved 150 checkpoints and failed (HTTP
+//! 502, recoverable); `jira_sync` started, saved 20 (`total_issues_processed` 100..=2000) and
+//! succeeded; `old_job` saved one checkpoint and was deleted; then a compaction keeping the last
+//! 10 of each job (segment 1 is the compacted segment, with its snapshot record); then
+//! `github_sync` saved 10 more (`cursor` Y3Vy151..Y3Vy160) and `blob_job` one checkpoint of
+//! 70,000 bytes of JSON (LZ4-compressed). Segment 2 is the unsealed tail; last seq 188.
 
 use std::path::{Path, PathBuf};
 
@@ -229,4 +236,95 @@ fn format_v2_store_upgrades_takes_saves_and_compacts() {
             .len(),
         70_000
     );
+}
+
+/// Checks the contents of the format 3 fixture (or of a store made from it that kept every
+/// checkpoint).
+fn check_v3_contents(store: &Store) {
+    use cairn::JobStatus;
+    let github = store.history("github_sync").unwrap();
+    assert_eq!(github.len(), 20);
+    assert!(github.windows(2).all(|w| w[0].seq < w[1].seq));
+    let cursors: Vec<String> = github
+        .iter()
+        .map(|c| c.data["cursor"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (141..=160).map(|i| format!("Y3Vy{i}")).collect();
+    assert_eq!(cursors, expected);
+    let state = store.job("github_sync").unwrap();
+    assert_eq!(state.status, JobStatus::Failed);
+    assert_eq!(state.retry_count, 1);
+    assert_eq!(state.last_error.unwrap().message, "HTTP 502");
+    assert_eq!(state.latest_checkpoint.unwrap().seq, github[19].seq);
+    let jira = store.history("jira_sync").unwrap();
+    assert_eq!(jira.len(), 10);
+    assert_eq!(jira[9].data["total_issues_processed"], 2000);
+    assert_eq!(store.job("jira_sync").unwrap().status, JobStatus::Succeeded);
+    assert!(store.job("old_job").is_none());
+    assert!(store.latest("old_job").unwrap().is_none());
+    let blob = store.latest("blob_job").unwrap().unwrap();
+    assert_eq!(blob.seq, 188);
+    assert_eq!(blob.data["blob"].as_str().unwrap().len(), 70_000);
+}
+
+#[test]
+fn format_v3_store_opens_read_only_in_place() {
+    let dir = fixture("format-v3");
+    let files = [
+        "00000000000000000001.seg",
+        "00000000000000000002.seg",
+        "CAIRN",
+    ];
+    let read = || -> Vec<Vec<u8>> {
+        files
+            .iter()
+            .map(|f| std::fs::read(dir.join(f)).unwrap())
+            .collect()
+    };
+    let before = read();
+    let store = Store::open_read_only(&dir).unwrap();
+    assert!(
+        store.recovery_report().is_clean(),
+        "{:?}",
+        store.recovery_report()
+    );
+    assert_eq!(store.last_seq(), 188);
+    check_v3_contents(&store);
+    drop(store);
+    assert!(Store::verify(&dir).unwrap().is_clean());
+    assert_eq!(before, read(), "reading must not change the fixture");
+}
+
+#[test]
+fn format_v3_store_opens_for_writing_and_takes_saves() {
+    let copy = copy_of("format-v3");
+    let options = || {
+        Options::default()
+            .segment_size(64 * 1024)
+            .auto_compact(cairn::AutoCompact::disabled())
+    };
+    let store = Store::open_with(copy.path(), options()).unwrap();
+    assert!(
+        store.recovery_report().is_clean(),
+        "{:?}",
+        store.recovery_report()
+    );
+    check_v3_contents(&store);
+    let seq = store
+        .save(
+            "jira_sync",
+            "issues",
+            &serde_json::json!({"total_issues_processed": 2100}),
+        )
+        .unwrap();
+    assert!(seq > 188, "{seq}");
+    drop(store);
+    let store = Store::open_read_only(copy.path()).unwrap();
+    assert!(
+        store.recovery_report().is_clean(),
+        "{:?}",
+        store.recovery_report()
+    );
+    assert_eq!(store.history("jira_sync").unwrap().len(), 11);
+    assert_eq!(store.history("github_sync").unwrap().len(), 20);
 }

@@ -88,10 +88,12 @@ pub mod testing {
                     checkpoint: Some((body.job, body.data_json)),
                 })
             }
-            RecordKind::Seal | RecordKind::JobEvent | RecordKind::Snapshot => Some(DecodedRecord {
-                seq: header.seq,
-                checkpoint: None,
-            }),
+            RecordKind::Seal | RecordKind::JobEvent | RecordKind::Snapshot | RecordKind::Mark => {
+                Some(DecodedRecord {
+                    seq: header.seq,
+                    checkpoint: None,
+                })
+            }
         }
     }
 

@@ -99,7 +99,7 @@ fn check_failure(
     match err {
         Error::Poisoned { .. }
         | Error::Io {
-            op: "write record" | "sync sealed segment",
+            op: "write record" | "write mark record",
             ..
         } => {
             // No blind retry: the store stays poisoned although the disk works again.

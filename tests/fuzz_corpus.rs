@@ -269,17 +269,16 @@ fn a_seal_whose_sync_failed_is_synced_by_the_next_writer() {
     let data = serde_json::json!({"pad": "x".repeat(3000)});
     let disk = SimDisk::new();
     let store = cairn::testing::open(&disk, dir, options(), false).expect("opens");
-    // A save syncs once; a rollover syncs the new segment's header, then the sealed segment:
-    // make the second sync from each save fail, so only a rollover fails, at its seal.
+    // A save syncs once; a rollover syncs the new segment's header, then the records of the
+    // segment it seals, then the seal: make the second sync from each save fail, so only a
+    // rollover fails, at the sync of the sealed segment.
     for _ in 0..100 {
         disk.clear_faults();
         disk.inject(Fault::FailSync(2));
         match store.save("job", "p", &data) {
             Ok(_) => continue,
-            Err(cairn::Error::Io {
-                op: "sync sealed segment",
-                ..
-            }) => break,
+            // The rollover's sync of the sealed segment failed: the store is poisoned.
+            Err(cairn::Error::Poisoned { .. }) => break,
             Err(e) => panic!("unexpected error {e}"),
         }
     }

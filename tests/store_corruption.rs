@@ -29,10 +29,22 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Record extents `(start, end)` of a segment, per FORMAT.md: records start at 64, each has a
-/// 32-byte header whose u32 at offset 24 is the body length, padded to 8 bytes; a zero header
+/// Extents `(start, end)` of the records of a segment that hold something (marks left out),
+/// per FORMAT.md: records start at 64, each has a 32-byte header whose u32 at offset 24 is the
+/// body length and whose byte 28 is the kind (5: a mark), padded to 8 bytes; a zero header
 /// ends the data.
 fn records(bytes: &[u8]) -> Vec<(usize, usize)> {
+    all_records(bytes)
+        .into_iter()
+        .filter(|&(start, _)| bytes[start + 28] != MARK)
+        .collect()
+}
+
+/// The kind byte of a mark record.
+const MARK: u8 = 5;
+
+/// Extents of every record of a segment, marks included.
+fn all_records(bytes: &[u8]) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut pos = 64;
     while pos + 32 <= bytes.len() && bytes[pos..pos + 32].iter().any(|&b| b != 0) {
@@ -42,6 +54,19 @@ fn records(bytes: &[u8]) -> Vec<(usize, usize)> {
         pos = end;
     }
     out
+}
+
+/// Zeroes the marks after the last record: the file as a crash before the writer proved its
+/// last save durable leaves it (or a save never synced).
+fn drop_trailing_marks(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    for (start, end) in all_records(&bytes).into_iter().rev() {
+        if bytes[start + 28] != MARK {
+            break;
+        }
+        bytes[start..end].fill(0);
+    }
+    std::fs::write(path, bytes).unwrap();
 }
 
 /// Saves `count` checkpoints over three jobs and returns seq → data.
@@ -105,6 +130,8 @@ fn torn_tail_at_every_byte_offset_of_the_last_record() {
     let dir = tempfile::tempdir().unwrap();
     let saved = populate(dir.path(), options(), 20);
     let path = segments(dir.path()).pop().unwrap();
+    // Only a save that no later record proves durable can be torn by a crash.
+    drop_trailing_marks(&path);
     let pristine = std::fs::read(&path).unwrap();
     let (start, end) = *records(&pristine).last().unwrap();
     let last_seq = *saved.keys().max().unwrap();
@@ -147,12 +174,11 @@ fn torn_tail_at_every_byte_offset_of_the_last_record() {
             // A writer cuts the tail off, and new saves land where it was.
             let store = Store::open_with(dir.path(), options()).expect(&context);
             let valid_end = if intact { end } else { start };
-            assert!(
-                std::fs::read(&path).unwrap()[valid_end..]
-                    .iter()
-                    .all(|&b| b == 0),
-                "{context}"
-            );
+            let after = std::fs::read(&path).unwrap()[valid_end..].to_vec();
+            // An intact last save was not proven durable: the writer proves it with a mark.
+            let rest = if intact { &after[32..] } else { &after[..] };
+            assert_eq!(after[28] == MARK, intact, "{context}");
+            assert!(rest.iter().all(|&b| b == 0), "{context}");
             let seq = store
                 .save("job1", "extract", &json!("after the crash"))
                 .unwrap();
@@ -330,10 +356,23 @@ fn lost_durable_records_are_told_from_a_torn_tail() {
     let err = Store::open_with(dir.path(), options()).expect_err("durable data lost");
     assert!(err.to_string().contains("DurableRecordsLost"), "{err}");
 
-    // OS-only mode: nothing was synced while writing, so damage followed by valid records is
-    // an unsynced window, i.e. a torn tail.
+    // OS-only mode and a crash: nothing was synced while writing, so damage followed by
+    // valid records is an unsynced window, i.e. a torn tail. (A clean close would have
+    // synced everything and proved it: see tests/durability_proof.rs.)
     let dir = tempfile::tempdir().unwrap();
-    populate(dir.path(), options().durability(Durability::OsOnly), 30);
+    let store = Store::open_with(dir.path(), options().durability(Durability::OsOnly)).unwrap();
+    for i in 0..30 {
+        store
+            .save(&format!("job{}", i % 3), "extract", &json!({"i": i}))
+            .unwrap();
+    }
+    let crashed = tempfile::tempdir().unwrap();
+    for file in segments(dir.path()) {
+        std::fs::copy(&file, crashed.path().join(file.file_name().unwrap())).unwrap();
+    }
+    std::fs::copy(dir.path().join("CAIRN"), crashed.path().join("CAIRN")).unwrap();
+    drop(store);
+    let dir = crashed;
     let file = segments(dir.path()).pop().unwrap();
     damage_record(&file, 5);
     let store = Store::open_with(dir.path(), options()).expect("torn tail is tolerated");
@@ -464,7 +503,7 @@ fn newer_segment_version_is_refused() {
     populate(dir.path(), options(), 3);
     let file = segments(dir.path()).pop().unwrap();
     let mut bytes = std::fs::read(&file).unwrap();
-    bytes[8..10].copy_from_slice(&4u16.to_le_bytes());
+    bytes[8..10].copy_from_slice(&5u16.to_le_bytes());
     // A genuine newer header checks out; a flipped version bit would be damage instead.
     let crc = crc32fast::hash(&bytes[..60]);
     bytes[60..64].copy_from_slice(&crc.to_le_bytes());
@@ -475,8 +514,8 @@ fn newer_segment_version_is_refused() {
             matches!(
                 err,
                 Error::UnsupportedVersion {
-                    found: 4,
-                    supported: 3,
+                    found: 5,
+                    supported: 4,
                     ..
                 }
             ),

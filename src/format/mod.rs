@@ -18,7 +18,7 @@ pub(crate) use record::{
     decode_record_header, encode_record, padded_record_len,
 };
 pub(crate) use segment_header::{
-    FORMAT_VERSION, HeaderError, MAX_SEGMENT_LEN, MIN_COMPACTED_LEN, MIN_SEGMENT_LEN,
+    FORMAT_VERSION, HeaderError, MARK_VERSION, MAX_SEGMENT_LEN, MIN_COMPACTED_LEN, MIN_SEGMENT_LEN,
     SEGMENT_HEADER_LEN, SegmentHeader, decode_segment_header, encode_segment_header,
 };
 

@@ -8,7 +8,7 @@
 //! | 16     | 8    | durable_seq  | u64, highest seq known durable when this record was written  |
 //! | 24     | 4    | body_len     | u32 length of the body                                       |
 //! | 28     | 1    | kind         | 1 checkpoint, 2 seal, 3 job event (format 2), 4 snapshot     |
-//! |        |      |              | (format 3, compacted segments only)                          |
+//! |        |      |              | (format 3, compacted segments only), 5 mark (format 4)       |
 //! | 29     | 1    | flags        | 0 (reserved)                                                 |
 //! | 30     | 2    | reserved     | 0                                                            |
 //! | 32     | n    | body         | `body_len` bytes, see `body.rs`                              |
@@ -45,6 +45,10 @@ pub(crate) enum RecordKind {
     /// The last record of a compacted segment: the folded state of every job as of its
     /// sequence number (JSON, see `body.rs`). It ends the segment like a seal. Format 3.
     Snapshot = 4,
+    /// A proof of durability written after a sync: every record up to its `durable_seq` is
+    /// durable. It carries the sequence number the next record takes and does not use it up.
+    /// Empty body; never in a compacted segment. Format 4.
+    Mark = 5,
 }
 
 impl RecordKind {
@@ -54,6 +58,7 @@ impl RecordKind {
             2 => Some(RecordKind::Seal),
             3 => Some(RecordKind::JobEvent),
             4 => Some(RecordKind::Snapshot),
+            5 => Some(RecordKind::Mark),
             _ => None,
         }
     }

@@ -1,9 +1,15 @@
 //! The segment log: recovery at open, appends with group commit, reads.
 //!
 //! Segments are preallocated files mapped into memory. The writer copies each record into the
-//! newest segment's mapping; durability comes from syncing the written range. A full segment
-//! is sealed with a seal record after its successor exists, and fully synced, so every segment
-//! but the newest is durable and complete.
+//! newest segment; durability comes from syncing the written range. A full segment is sealed
+//! with a seal record after its successor exists and its records are synced, so every segment
+//! but the newest is durable and complete, and its seal says so.
+//!
+//! Every sync of the log goes through [`Log::sync_segment`]: syncs never overlap, the first
+//! failure poisons the log, and once poisoned the log never counts anything as durable again
+//! (after a failed fsync, Linux may have dropped the dirty pages and reports the error once; a
+//! later sync "succeeds" without writing them). After a successful sync the log writes a mark
+//! record, so that the records the sync covered are proven durable on disk too.
 
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
@@ -55,12 +61,24 @@ pub(crate) struct RecordRef<'a> {
 /// Group-commit state, shared by savers waiting for durability.
 #[derive(Debug)]
 struct SyncState {
-    /// Every record with a sequence number up to this one is durable.
+    /// Every record with a sequence number up to this one is durable. It never moves once
+    /// the log is poisoned.
     synced_seq: u64,
-    /// A saver is syncing on behalf of everyone.
+    /// A saver is syncing on behalf of everyone (the group-commit leader).
     syncing: bool,
     /// Set by the first failed write or sync; the log then refuses to write.
     poisoned: Option<String>,
+}
+
+impl SyncState {
+    fn check_poisoned(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(cause) => Err(Error::Poisoned {
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The log of one store directory.
@@ -73,12 +91,27 @@ pub(crate) struct Log {
     writer: Option<Mutex<Writer>>,
     sync: Mutex<SyncState>,
     synced: Condvar,
+    /// Held for every sync of a segment, so that syncs never overlap: a sync that starts
+    /// after another one failed sees the poison before it could count anything as durable.
+    /// Lock order: the writer lock (if taken) before this one, never the other way round.
+    sync_gate: Mutex<()>,
     /// The cap on the bytes of all segment files, checked before a new segment is created.
     size_limit: Option<u64>,
     /// Bytes of files a compaction has on disk besides the segments in `segments`: the
     /// compacted file while it is written, then the replaced files until they are removed.
     /// They count against the size limit.
     compaction_bytes: std::sync::atomic::AtomicU64,
+}
+
+/// The group-commit leader's duty: whatever happens to its sync, even a panic, the leader flag
+/// is cleared and the waiters are woken, so none of them waits for a sync no one runs.
+struct Leading<'a>(&'a Log);
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.sync).syncing = false;
+        self.0.synced.notify_all();
+    }
 }
 
 /// Locks a mutex, treating poisoning (a panic in another thread) as a bug.
@@ -159,25 +192,19 @@ impl Log {
             .iter()
             .map(|s| (s.id, s.clone()))
             .collect();
-        let mut last_seq = recovered.next_seq - 1;
+        let last_seq = recovered.next_seq - 1;
         let writer = match writer_segment_size {
             None => None,
             Some(segment_size) => {
-                let mut writer = Writer::resume(
+                let writer = Writer::resume(
                     storage.as_ref(),
                     dir,
                     recovered.tail,
                     recovered.next_seq,
+                    recovered.proven_seq,
                     recovered.max_segment_id,
                     segment_size,
                 )?;
-                if writer.segment().header.version < FORMAT_VERSION {
-                    // Records of this build's format never go into an older segment: seal it
-                    // (everything in it is synced) and continue in a new one.
-                    last_seq = writer
-                        .rollover(storage.as_ref(), dir, last_seq)
-                        .map_err(writer::WriteFailure::into_error)?;
-                }
                 segments.insert(writer.segment_id(), writer.segment());
                 Some(Mutex::new(writer))
             }
@@ -193,9 +220,22 @@ impl Log {
                 poisoned: None,
             }),
             synced: Condvar::new(),
+            sync_gate: Mutex::new(()),
             size_limit,
             compaction_bytes: std::sync::atomic::AtomicU64::new(0),
         };
+        if let Some(writer) = log.writer.as_ref() {
+            let mut writer = lock(writer);
+            // Records of this build's format never go into an older segment, and a tail with
+            // no room left for a record must be sealed before the log continues elsewhere:
+            // seal it (recovery synced everything in it) and continue in a new one.
+            if writer.segment().header.version < FORMAT_VERSION || !writer.fits(0) {
+                log.roll_over(&mut writer)?;
+            }
+            // Recovery made every record it kept durable: prove it on disk, so that damage to
+            // them is never taken for a torn write, even if this process dies at once.
+            log.write_mark(&mut writer, last_seq)?;
+        }
         Ok((log, recovered.report))
     }
 
@@ -213,21 +253,14 @@ impl Log {
     ) -> Result<Appended> {
         let writer = self.writer.as_ref().ok_or(Error::ReadOnly)?;
         let mut writer = lock(writer);
-        let mut durable_seq = {
-            let sync = lock(&self.sync);
-            if let Some(cause) = &sync.poisoned {
-                return Err(Error::Poisoned {
-                    cause: cause.clone(),
-                });
-            }
-            sync.synced_seq
-        };
+        lock(&self.sync).check_poisoned()?;
         if !writer.fits(body.len()) {
             if !past_limit {
                 self.check_room(writer.segment_size())?;
             }
-            durable_seq = self.roll_over(&mut writer, durable_seq)?;
+            self.roll_over(&mut writer)?;
         }
+        let durable_seq = self.durable_seq();
         let appended = self.poison_on_err(writer.append(kind, body, durable_seq))?;
         on_written(&appended);
         Ok(appended)
@@ -238,31 +271,75 @@ impl Log {
     pub fn seal_current(&self) -> Result<()> {
         let writer = self.writer.as_ref().ok_or(Error::ReadOnly)?;
         let mut writer = lock(writer);
-        let durable_seq = {
-            let sync = lock(&self.sync);
-            if let Some(cause) = &sync.poisoned {
-                return Err(Error::Poisoned {
-                    cause: cause.clone(),
-                });
-            }
-            sync.synced_seq
-        };
-        let empty = writer.offset() == crate::format::SEGMENT_HEADER_LEN as u64;
-        if empty || self.check_room(writer.segment_size()).is_err() {
+        lock(&self.sync).check_poisoned()?;
+        if !writer.holds_records() || self.check_room(writer.segment_size()).is_err() {
             return Ok(());
         }
-        self.roll_over(&mut writer, durable_seq).map(|_| ())
+        self.roll_over(&mut writer)
     }
 
-    /// Seals the current segment and switches to a new one; returns the seal's number, up to
-    /// which everything is durable. The caller checked the size limit.
-    fn roll_over(&self, writer: &mut Writer, durable_seq: u64) -> Result<u64> {
-        let sealed_seq =
-            self.poison_on_err(writer.rollover(self.storage.as_ref(), &self.dir, durable_seq))?;
-        self.mark_synced(sealed_seq);
+    /// Seals the current segment and switches to a new one (the steps are on
+    /// [`Writer::create_next`]); afterwards everything written is durable. The caller checked
+    /// the size limit.
+    fn roll_over(&self, writer: &mut Writer) -> Result<()> {
+        let next = writer.create_next(self.storage.as_ref(), &self.dir)?;
+        let segment = writer.segment();
+        self.sync_segment(&segment, writer.offset(), writer.last_seq())?;
+        let seal_seq = self.poison_on_err(writer.write_seal())?;
+        self.sync_segment(&segment, writer.offset(), seal_seq)?;
+        writer.switch_to(next);
         let segment = writer.segment();
         self.segments_write().insert(segment.id, segment);
-        Ok(sealed_seq)
+        Ok(())
+    }
+
+    /// Syncs `segment` up to `end`, which holds every record up to `covers_seq`. The only
+    /// path by which anything in the log becomes durable: serialized by the sync gate, refused
+    /// once the log is poisoned, and poisoning it on failure.
+    fn sync_segment(&self, segment: &Segment, end: u64, covers_seq: u64) -> Result<()> {
+        let _gate = lock(&self.sync_gate);
+        lock(&self.sync).check_poisoned()?;
+        let result = segment.sync_to(end);
+        let mut sync = lock(&self.sync);
+        let outcome = match result {
+            Ok(()) => {
+                // A failure of another path (a write) may have poisoned the log meanwhile:
+                // then nothing counts as durable any more.
+                if sync.poisoned.is_none() {
+                    sync.synced_seq = sync.synced_seq.max(covers_seq);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let error = segment::sync_error("sync segment", &segment.path, e);
+                let cause = error.to_string();
+                tracing::error!(%cause, "cairn: sync failed, store refuses further writes");
+                sync.poisoned.get_or_insert(cause.clone());
+                // A full disk is told as such (the store is poisoned all the same); any other
+                // failure as the poison it causes, whose message says what to do.
+                Err(match error {
+                    Error::DiskFull { .. } => error,
+                    _ => Error::Poisoned { cause },
+                })
+            }
+        };
+        self.synced.notify_all();
+        outcome
+    }
+
+    /// Every record up to this sequence number is durable.
+    pub fn durable_seq(&self) -> u64 {
+        lock(&self.sync).synced_seq
+    }
+
+    /// Writes a mark proving records up to `durable_seq` durable, if the log does not prove
+    /// that already. The caller saw a sync covering them succeed.
+    fn write_mark(&self, writer: &mut Writer, durable_seq: u64) -> Result<()> {
+        if lock(&self.sync).poisoned.is_some() {
+            return Ok(());
+        }
+        self.poison_on_err(writer.append_mark(durable_seq))?;
+        Ok(())
     }
 
     /// Refuses a new segment that would take the store past its size limit.
@@ -313,27 +390,18 @@ impl Log {
         })
     }
 
-    fn mark_synced(&self, seq: u64) {
-        let mut sync = lock(&self.sync);
-        sync.synced_seq = sync.synced_seq.max(seq);
-        self.synced.notify_all();
-    }
-
     /// Returns once every record up to `seq` is durable. Concurrent callers share syncs: one
-    /// of them syncs everything written so far while the others wait (group commit).
+    /// of them (the leader) syncs everything written so far while the others wait (group
+    /// commit). A poisoned log acknowledges nothing, whatever was synced before.
     pub fn wait_durable(&self, seq: u64) -> Result<()> {
         let Some(writer) = self.writer.as_ref() else {
             return Ok(());
         };
         let mut sync = lock(&self.sync);
         loop {
+            sync.check_poisoned()?;
             if sync.synced_seq >= seq {
                 return Ok(());
-            }
-            if let Some(cause) = &sync.poisoned {
-                return Err(Error::Poisoned {
-                    cause: cause.clone(),
-                });
             }
             if sync.syncing {
                 sync = self
@@ -344,22 +412,17 @@ impl Log {
             }
             sync.syncing = true;
             drop(sync);
+            let leading = Leading(self);
             let (segment, end, last_seq) = {
                 let writer = lock(writer);
                 (writer.segment(), writer.offset(), writer.last_seq())
             };
-            let result = segment.sync_to(end);
+            self.sync_segment(&segment, end, last_seq)?;
+            drop(leading);
+            let mut writer = lock(writer);
+            self.write_mark(&mut writer, self.durable_seq())?;
+            drop(writer);
             sync = lock(&self.sync);
-            sync.syncing = false;
-            match result {
-                Ok(()) => sync.synced_seq = sync.synced_seq.max(last_seq),
-                Err(e) => {
-                    let cause = format!("sync of {} failed: {e}", segment.path.display());
-                    tracing::error!(%cause, "cairn: store refuses further writes");
-                    sync.poisoned.get_or_insert(cause);
-                }
-            }
-            self.synced.notify_all();
         }
     }
 
@@ -370,6 +433,18 @@ impl Log {
         };
         let last = lock(writer).last_seq();
         self.wait_durable(last)
+    }
+
+    /// Makes everything written so far durable, and the mark that proves it too: after a
+    /// clean close, damage anywhere in the log is reported as corruption, never taken for a
+    /// torn write.
+    pub fn close(&self) -> Result<()> {
+        let Some(writer) = self.writer.as_ref() else {
+            return Ok(());
+        };
+        self.sync_all()?;
+        let writer = lock(writer);
+        self.sync_segment(&writer.segment(), writer.offset(), writer.last_seq())
     }
 
     /// A corruption error at a record of this log.

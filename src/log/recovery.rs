@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::format::{HeaderError, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, decode_segment_header};
+use crate::format::{
+    HeaderError, RECORD_HEADER_LEN, RecordKind, SEGMENT_HEADER_LEN, decode_segment_header,
+};
 use crate::options::RecoveryMode;
 use crate::storage::Storage;
 
@@ -30,6 +32,8 @@ pub(crate) struct Tail {
     pub segment: Arc<Segment>,
     pub valid_end: u64,
     pub sealed: bool,
+    /// Records it holds, marks not counted.
+    pub records: u64,
 }
 
 /// The outcome of recovery.
@@ -41,6 +45,8 @@ pub(crate) struct Recovered {
     pub tail: Option<Tail>,
     /// The next sequence number to hand out.
     pub next_seq: u64,
+    /// The highest `durable_seq` of the records kept: what the log proves durable.
+    pub proven_seq: u64,
     /// The highest segment id still in use after repairs; the next segment gets the one after.
     pub max_segment_id: u64,
     pub report: RecoveryReport,
@@ -165,6 +171,7 @@ pub(crate) fn recover(
         report,
         kept: Vec::new(),
         next_seq: 1,
+        proven_seq: 0,
         stopped: false,
     };
     // Every header is checked before any record is read, so a foreign or newer file is refused
@@ -261,6 +268,7 @@ pub(crate) fn recover(
         mut report,
         kept,
         next_seq,
+        proven_seq,
         ..
     } = pass;
     report.last_seq = next_seq - 1;
@@ -269,13 +277,16 @@ pub(crate) fn recover(
     let mut tail = tail;
     if writable {
         apply_repairs(storage, dir, &repairs, &mut report)?;
-        // A sync that failed before this open (the store was poisoned) may have left pages
-        // of any segment, a seal included, only in the page cache: make everything recovered
-        // durable before anything new is acknowledged after it. Clean pages cost nothing.
+        // Records no record proves durable may be only in the page cache: left there by a
+        // process that crashed (dirty pages, which a sync writes), or by one whose sync failed
+        // earlier in this boot (pages the kernel marked clean without writing them, which no
+        // sync will ever write). Writing them again makes them dirty, so that the sync below
+        // really makes everything recovered durable before anything new is acknowledged.
         for segment in &kept {
+            rewrite_unproven(segment, proven_seq, &mut report)?;
             segment
                 .sync_to(segment.published_end())
-                .map_err(|e| Error::io("sync recovered segment", &segment.path, e))?;
+                .map_err(|e| sync_error("sync recovered segment", &segment.path, e))?;
         }
         if let Some(tail) = tail.as_mut() {
             repair_tail(storage, tail, &repairs, &mut report)?;
@@ -290,9 +301,82 @@ pub(crate) fn recover(
         segments: kept,
         tail,
         next_seq,
+        proven_seq,
         max_segment_id,
         report,
     })
+}
+
+/// Writes the records of `segment` that no record proves durable (those numbered above
+/// `proven_seq`, marks included) again, byte for byte, so that the next sync writes them.
+fn rewrite_unproven(segment: &Segment, proven_seq: u64, report: &mut RecoveryReport) -> Result<()> {
+    let end = segment.published_end();
+    let Some(unproven) = first_record_above(segment, proven_seq, end)? else {
+        return Ok(());
+    };
+    let bytes = segment
+        .file
+        .read(unproven.offset, (end - unproven.offset) as usize)
+        .map_err(|e| Error::io("read recovered records of", &segment.path, e))?
+        .to_vec();
+    segment
+        .file
+        .write(unproven.offset, &bytes)
+        .map_err(|e| write_error("write recovered records again to", &segment.path, e))?;
+    report.bytes_rewritten += bytes.len() as u64;
+    // Only marks (the proof a clean close leaves) is the normal case, not worth a note.
+    if let Some(seq) = unproven.first_record_seq {
+        report.notes.push(format!(
+            "{}: no record proves records from {seq} on durable (the last writer did not close \
+             cleanly); a writer wrote their {} bytes again and synced them",
+            segment.path.display(),
+            bytes.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Where the records numbered above some sequence number start.
+struct Unproven {
+    offset: u64,
+    /// The first of them that is not a mark, if any.
+    first_record_seq: Option<u64>,
+}
+
+/// The first record of `segment` below `end` numbered above `seq`, stepping over what
+/// recovery skipped.
+fn first_record_above(segment: &Segment, seq: u64, end: u64) -> Result<Option<Unproven>> {
+    let mut pos = SEGMENT_HEADER_LEN as u64;
+    let mut found: Option<Unproven> = None;
+    while pos < end {
+        if let Some(&(_, skip_to)) = segment.skipped.iter().find(|(start, _)| *start == pos) {
+            pos = skip_to;
+            continue;
+        }
+        let (header, _) = segment.read_record(pos)?;
+        if header.seq > seq {
+            let unproven = found.get_or_insert(Unproven {
+                offset: pos,
+                first_record_seq: None,
+            });
+            if header.kind != RecordKind::Mark {
+                unproven.first_record_seq = Some(header.seq);
+                break;
+            }
+        }
+        pos += header.padded_len() as u64;
+    }
+    Ok(found)
+}
+
+/// An error syncing recovered data: disk full when the file system had no room for it.
+fn sync_error(op: &'static str, path: &Path, e: std::io::Error) -> Error {
+    super::segment::sync_error(op, path, e)
+}
+
+/// An error writing recovered data: disk full when there is no room.
+fn write_error(op: &'static str, path: &Path, e: std::io::Error) -> Error {
+    super::segment::sync_error(op, path, e)
 }
 
 fn blank_file(storage: &dyn Storage, path: &Path) -> bool {
@@ -311,6 +395,8 @@ struct Pass {
     report: RecoveryReport,
     kept: Vec<Arc<Segment>>,
     next_seq: u64,
+    /// The highest `durable_seq` of the records kept.
+    proven_seq: u64,
     /// Point-in-time recovery met damage: everything after is set aside.
     stopped: bool,
 }
@@ -473,6 +559,7 @@ impl Pass {
                 "a segment followed by another one does not end with a seal record".into(),
             )?;
         }
+        self.proven_seq = self.proven_seq.max(outcome.proven_seq);
         if let Some(last) = outcome.last_seq {
             self.next_seq = self.next_seq.max(last + 1);
         } else {
@@ -501,6 +588,7 @@ fn finish_tail(
         segment,
         valid_end: outcome.valid_end,
         sealed: outcome.sealed,
+        records: outcome.records,
     })
 }
 

@@ -64,6 +64,9 @@ pub struct RecoveryReport {
     pub bytes_discarded: u64,
     /// Sequence number of the last valid record (0 for an empty store).
     pub last_seq: u64,
+    /// Bytes of recovered records that no record proved durable, which a writer wrote again
+    /// before syncing them (they may have been only in the page cache).
+    pub bytes_rewritten: u64,
     /// Every problem found, in log order.
     pub findings: Vec<Finding>,
     /// Benign observations: leftovers of interrupted operations cleaned up, ignored files.
@@ -90,6 +93,7 @@ impl RecoveryReport {
             bytes_scanned: 0,
             bytes_discarded: 0,
             last_seq: 0,
+            bytes_rewritten: 0,
             findings: Vec::new(),
             notes: Vec::new(),
             repaired: false,

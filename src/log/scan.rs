@@ -3,9 +3,13 @@
 //!
 //! The end of valid data is the first position holding an all-zero record header with only
 //! zero bytes after it, or the seal record. Anything else that does not check out is damage,
-//! classified with the `durable_seq` of the next valid record: if that record was written when
-//! the damaged sequence number was already durable, durable data was lost (bit rot, a lost
-//! block); otherwise the damage lies in a window that was never synced, which is a torn write.
+//! classified with the `durable_seq` of every valid record after it: if any of them was
+//! written when the damaged sequence number was already durable (a record, a mark written
+//! after a sync, a seal), durable data was lost (bit rot, a lost block); otherwise the damage
+//! lies in a window that was never proven synced, which in the newest segment is a torn write.
+//!
+//! Mark records (format 4) are checked like any record but not visited: they carry no data,
+//! only their `durable_seq`, and take no sequence number of their own.
 
 use crate::format::{
     RECORD_ALIGN, RECORD_HEADER_LEN, RecordHeader, RecordKind, SEGMENT_HEADER_LEN, check_record,
@@ -44,6 +48,36 @@ pub(crate) struct ScanOutcome {
     /// segment is clean). The writer zeroes `valid_end..dirty_end` before appending.
     pub dirty_end: u64,
     pub damage: Vec<Damage>,
+    /// The highest `durable_seq` of the records kept: what they prove durable.
+    pub proven_seq: u64,
+    /// The valid records after the first damage, kept or not: what they prove and hold.
+    pub after_damage: Option<Survey>,
+}
+
+/// The valid records found after a damaged one, up to the end of the segment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Survey {
+    /// Records found, marks not counted.
+    pub records: u64,
+    /// Their highest sequence number (0 when there are none).
+    pub max_seq: u64,
+    /// Their highest `durable_seq`: every record up to it had been durable.
+    pub max_durable_seq: u64,
+}
+
+/// Walks every valid record at or after `from` with a sequence number of at least `min_seq`.
+fn survey(segment: &Segment, from: u64, min_seq: u64, usable: u64) -> Survey {
+    let mut found = Survey::default();
+    let mut pos = from;
+    while let Some((offset, header)) = find_next_valid(segment, pos, min_seq, usable) {
+        if header.kind != RecordKind::Mark {
+            found.records += 1;
+            found.max_seq = found.max_seq.max(header.seq);
+        }
+        found.max_durable_seq = found.max_durable_seq.max(header.durable_seq);
+        pos = offset + header.padded_len() as u64;
+    }
+    found
 }
 
 /// How to scan.
@@ -98,6 +132,12 @@ pub(crate) fn scan_segment(
             Step::Bad(problem) => Err(problem),
         };
         let problem = match record {
+            Ok((header, len)) if header.kind == RecordKind::Mark => {
+                pos += len;
+                out.valid_end = pos;
+                out.proven_seq = out.proven_seq.max(header.durable_seq);
+                continue;
+            }
             Ok((header, len)) => {
                 let body = record_body(segment, pos, &header);
                 match visit(&segment.record_ref(pos, header, body)) {
@@ -108,6 +148,7 @@ pub(crate) fn scan_segment(
                         out.last_seq = Some(header.seq);
                         out.records += 1;
                         out.record_bytes += len;
+                        out.proven_seq = out.proven_seq.max(header.durable_seq);
                         if matches!(header.kind, RecordKind::Seal | RecordKind::Snapshot) {
                             out.sealed = true;
                             break;
@@ -152,24 +193,38 @@ fn stop_or_skip(
 ) -> bool {
     let (at, next_seq) = (*pos, *expected);
     let resync = find_next_valid(segment, at + RECORD_ALIGN as u64, next_seq, usable);
+    // Every valid record after the first damage, for the proof of durability. One survey
+    // serves every later damage too: records between two damaged ones precede the second, so
+    // their `durable_seq` is below its sequence number and cannot prove it.
+    let later = *out
+        .after_damage
+        .get_or_insert_with(|| survey(segment, at + RECORD_ALIGN as u64, next_seq, usable));
     // Skipping ends the damage at the next valid record; stopping discards everything up to
     // the last byte written.
     let damage_end = match resync {
         Some((offset, _)) if rules.skip => offset,
         _ => last_nonzero_end(segment, at, usable),
     };
-    let kind = match resync {
-        Some((_, next)) if next.durable_seq >= next_seq => FindingKind::DurableRecordsLost,
-        _ if rules.is_last => FindingKind::TornTail,
-        _ => FindingKind::DamagedRecord,
-    };
-    let detail = match (kind, resync) {
-        (FindingKind::DurableRecordsLost, Some((offset, next))) => format!(
-            "{problem}; record {} at offset {offset} was written when records up to {} were \
-             durable, so records from {next_seq} on were lost",
-            next.seq, next.durable_seq
-        ),
-        _ => problem,
+    let (kind, detail) = if later.max_durable_seq >= next_seq {
+        (
+            FindingKind::DurableRecordsLost,
+            format!(
+                "{problem}; {} valid records follow it (up to sequence number {}), and one \
+                 of them was written when records up to {} were durable, so durable records \
+                 from {next_seq} on are damaged or lost",
+                later.records, later.max_seq, later.max_durable_seq
+            ),
+        )
+    } else if rules.is_last {
+        (
+            FindingKind::TornTail,
+            format!(
+                "{problem}; no later record proves that record {next_seq} or any after it \
+                 was ever synced: a write torn by a crash"
+            ),
+        )
+    } else {
+        (FindingKind::DamagedRecord, problem)
     };
     out.damage.push(Damage {
         offset: at,
@@ -235,6 +290,27 @@ fn next_record(segment: &Segment, pos: u64, expected: u64, usable: u64) -> Step 
     if header.kind == RecordKind::JobEvent && segment.header.version < 2 {
         return Step::Bad(format!(
             "record {} is a job event in a format 1 segment",
+            header.seq
+        ));
+    }
+    if header.kind == RecordKind::Mark
+        && (segment.header.version < crate::format::MARK_VERSION || segment.header.compacted)
+    {
+        return Step::Bad(format!(
+            "record {} is a mark in a segment of format {}{}",
+            header.seq,
+            segment.header.version,
+            if segment.header.compacted {
+                ", compacted"
+            } else {
+                ""
+            }
+        ));
+    }
+    // A mark takes the number the next record takes: exactly the expected one.
+    if header.kind == RecordKind::Mark && header.seq != expected {
+        return Step::Bad(format!(
+            "mark numbered {} where {expected} was expected",
             header.seq
         ));
     }

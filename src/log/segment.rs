@@ -268,6 +268,20 @@ enum CreateFailure {
     AfterRename(Error),
 }
 
+/// The error of a failed sync (or of a write that must reach the disk): disk full when the
+/// file system had no room for the data (btrfs can refuse space at write-back), else I/O.
+pub(crate) fn sync_error(op: &'static str, path: &Path, e: std::io::Error) -> Error {
+    if is_disk_full(&e) {
+        Error::DiskFull {
+            path: path.to_path_buf(),
+            needed_bytes: 0,
+            source: e,
+        }
+    } else {
+        Error::io(op, path, e)
+    }
+}
+
 /// ENOSPC or EDQUOT.
 pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))

@@ -7,15 +7,20 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::{
-    RecordHeader, RecordKind, SEGMENT_HEADER_LEN, encode_record, padded_record_len,
+    MARK_VERSION, RecordHeader, RecordKind, SEGMENT_HEADER_LEN, encode_record, padded_record_len,
 };
 use crate::storage::Storage;
 
 use super::recovery::Tail;
 use super::segment::Segment;
 
-/// Room kept free at the end of every segment for its seal record.
+/// Length of a seal record (an empty body).
 const SEAL_LEN: u64 = padded_record_len(0) as u64;
+/// Length of a mark record (an empty body).
+const MARK_LEN: u64 = padded_record_len(0) as u64;
+/// Room kept free after every record: one mark (the proof that a sync covered it) and the
+/// seal, so that neither can ever be refused for lack of space.
+const TAIL_RESERVE: u64 = MARK_LEN + SEAL_LEN;
 
 /// Where a record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +30,8 @@ pub(crate) struct Appended {
     pub offset: u64,
     /// Bytes the record takes on disk, header and padding included.
     pub bytes: u64,
+    /// It is the first record of its segment (marks aside): the log moved to a new segment.
+    pub first_in_segment: bool,
 }
 
 /// A failed write: `Clean` left the log as it was (e.g. no space for a new segment);
@@ -35,21 +42,17 @@ pub(crate) enum WriteFailure {
     Poisoning(Error),
 }
 
-impl WriteFailure {
-    /// The error, for callers that stop using the writer on any failure.
-    pub fn into_error(self) -> Error {
-        match self {
-            WriteFailure::Clean(error) | WriteFailure::Poisoning(error) => error,
-        }
-    }
-}
-
 #[derive(Debug)]
 pub(crate) struct Writer {
     segment: Arc<Segment>,
     /// Where the next record goes.
     offset: u64,
     next_seq: u64,
+    /// Records in the current segment, marks not counted.
+    segment_records: u64,
+    /// The highest `durable_seq` that a record in the log carries: what the log itself proves
+    /// durable. A mark is written only to prove more than this.
+    proven_seq: u64,
     segment_size: u64,
     /// Reused encoding buffer.
     buf: Vec<u8>,
@@ -65,20 +68,27 @@ pub(crate) fn new_salt() -> u32 {
 
 impl Writer {
     /// Positions the writer after recovery: at the end of the tail segment, or in a new
-    /// segment when there is none or it cannot take more records.
+    /// segment when there is none, or it is sealed or compacted. A compacted segment
+    /// never takes new records, even when skip-corrupted recovery could not find its snapshot.
     pub fn resume(
         storage: &dyn Storage,
         dir: &Path,
         tail: Option<Tail>,
         next_seq: u64,
+        proven_seq: u64,
         max_segment_id: u64,
         segment_size: u64,
     ) -> Result<Writer> {
-        let (segment, offset) = match tail {
+        // A tail with room for its seal is continued even if no record fits any more: the
+        // caller then rolls over, which seals it. (A mark may have taken the room of the
+        // last record's mark.)
+        let (segment, offset, segment_records) = match tail {
             Some(tail)
-                if !tail.sealed && tail.valid_end + SEAL_LEN <= tail.segment.usable_len() =>
+                if !tail.sealed
+                    && !tail.segment.header.compacted
+                    && tail.valid_end + SEAL_LEN <= tail.segment.usable_len() =>
             {
-                (tail.segment, tail.valid_end)
+                (tail.segment, tail.valid_end, tail.records)
             }
             _ => {
                 let segment = Segment::create(
@@ -89,13 +99,19 @@ impl Writer {
                     segment_size,
                     new_salt(),
                 )?;
-                (Arc::new(segment), SEGMENT_HEADER_LEN as u64)
+                (Arc::new(segment), SEGMENT_HEADER_LEN as u64, 0)
             }
         };
+        assert!(
+            proven_seq < next_seq,
+            "the log cannot prove a record it does not hold"
+        );
         Ok(Writer {
             segment,
             offset,
             next_seq,
+            segment_records,
+            proven_seq,
             segment_size,
             buf: Vec::new(),
         })
@@ -118,13 +134,19 @@ impl Writer {
         self.offset
     }
 
+    /// Whether the current segment holds a record (marks aside).
+    pub fn holds_records(&self) -> bool {
+        self.segment_records > 0
+    }
+
     pub fn last_seq(&self) -> u64 {
         self.next_seq - 1
     }
 
-    /// Whether a record with this body fits in the current segment, with room for the seal.
+    /// Whether a record with this body fits in the current segment, with room for a mark
+    /// and the seal after it.
     pub fn fits(&self, body_len: usize) -> bool {
-        self.offset + padded_record_len(body_len) as u64 + SEAL_LEN <= self.segment.usable_len()
+        self.offset + padded_record_len(body_len) as u64 + TAIL_RESERVE <= self.segment.usable_len()
     }
 
     /// Writes one record at the end of the current segment. The caller checked `fits`.
@@ -156,54 +178,118 @@ impl Writer {
             kind,
         };
         encode_record(self.segment.header.salt, &header, body, &mut self.buf);
+        let len = self.buf.len() as u64;
         self.segment
             .file
             .write(self.offset, &self.buf)
-            .map_err(|e| {
-                WriteFailure::Poisoning(Error::io("write record", &self.segment.path, e))
-            })?;
+            .map_err(|e| write_failure("write record", &self.segment.path, e, len))?;
         let appended = Appended {
             seq: self.next_seq,
             segment_id: self.segment.id,
             offset: self.offset,
-            bytes: self.buf.len() as u64,
+            bytes: len,
+            first_in_segment: self.segment_records == 0,
         };
-        self.offset += self.buf.len() as u64;
+        self.offset += len;
         self.next_seq += 1;
+        self.segment_records += 1;
+        self.proven_seq = self.proven_seq.max(durable_seq);
         self.segment.publish(self.offset);
         Ok(appended)
     }
 
-    /// Creates the next segment, then seals and fully syncs the current one, and switches.
-    /// Returns the seal's sequence number: everything up to it is now durable.
+    /// Writes a mark record saying that every record up to `durable_seq` is durable, unless
+    /// the log proves that already. The caller has just seen a sync covering those records
+    /// succeed. A mark is not synced on its own: it reaches the disk with the next sync, and
+    /// until then survives a crash of the process (it is in the page cache). Returns whether a
+    /// mark was written.
     ///
-    /// The order matters: if the new segment cannot be created (a full disk) nothing has
-    /// changed; a crash after creation but before the seal is durable leaves an empty newest
-    /// segment, which recovery recognizes and removes.
-    pub fn rollover(
-        &mut self,
-        storage: &dyn Storage,
-        dir: &Path,
-        durable_seq: u64,
-    ) -> Result<u64, WriteFailure> {
-        let seal_seq = self.next_seq;
-        let next = Segment::create(
+    /// Without marks, damage to the last records before a crash could not be told from a torn
+    /// write (docs/FORMAT.md, "Mark records").
+    pub fn append_mark(&mut self, durable_seq: u64) -> Result<bool, WriteFailure> {
+        if durable_seq <= self.proven_seq {
+            return Ok(false);
+        }
+        assert!(
+            durable_seq < self.next_seq,
+            "a mark proves only records written"
+        );
+        assert!(
+            self.segment.header.version >= MARK_VERSION && !self.segment.header.compacted,
+            "marks go only into current-format, uncompacted segments"
+        );
+        // The room is reserved after every record (TAIL_RESERVE), and at most one mark
+        // follows a record: a later mark would have to prove more, which needs a new record.
+        assert!(self.offset + MARK_LEN + SEAL_LEN <= self.segment.usable_len());
+        let header = RecordHeader {
+            seq: self.next_seq,
+            durable_seq,
+            body_len: 0,
+            kind: RecordKind::Mark,
+        };
+        encode_record(self.segment.header.salt, &header, &[], &mut self.buf);
+        self.segment
+            .file
+            .write(self.offset, &self.buf)
+            .map_err(|e| write_failure("write mark record", &self.segment.path, e, MARK_LEN))?;
+        self.offset += self.buf.len() as u64;
+        self.proven_seq = durable_seq;
+        self.segment.publish(self.offset);
+        Ok(true)
+    }
+
+    /// First step of a rollover: creates the next segment. On failure nothing has changed
+    /// (no record is involved), so the caller may try again later.
+    ///
+    /// A rollover is, in order (the log runs the syncs): create the next segment; sync every
+    /// record of the current one; write the seal, whose `durable_seq` is the record before it,
+    /// so that a valid seal proves its whole segment durable; sync the seal; switch. A crash
+    /// after creation but before the seal is durable leaves an empty newest segment, which
+    /// recovery recognizes and removes.
+    pub fn create_next(&self, storage: &dyn Storage, dir: &Path) -> Result<Segment> {
+        Segment::create(
             storage,
             dir,
             self.segment.id + 1,
-            seal_seq + 1,
+            self.next_seq + 1,
             self.segment_size,
             new_salt(),
         )
-        .map_err(WriteFailure::Clean)?;
-        let appended = self.write_record(RecordKind::Seal, &[], durable_seq)?;
+    }
+
+    /// Writes the seal of the current segment; every record before it must be durable, which
+    /// the seal's `durable_seq` then says. Returns the seal's sequence number.
+    pub fn write_seal(&mut self) -> Result<u64, WriteFailure> {
+        let seal_seq = self.next_seq;
+        let appended = self.write_record(RecordKind::Seal, &[], seal_seq - 1)?;
         debug_assert_eq!(appended.seq, seal_seq);
-        self.segment.sync_to(self.offset).map_err(|e| {
-            WriteFailure::Poisoning(Error::io("sync sealed segment", &self.segment.path, e))
-        })?;
+        Ok(seal_seq)
+    }
+
+    /// Last step of a rollover: continues in `next`, created by [`Writer::create_next`] before
+    /// the seal was written.
+    pub fn switch_to(&mut self, next: Segment) {
+        assert_eq!(next.header.first_seq, self.next_seq);
+        assert_eq!(next.id, self.segment.id + 1);
         self.segment = Arc::new(next);
         self.offset = SEGMENT_HEADER_LEN as u64;
-        assert_eq!(self.segment.header.first_seq, self.next_seq);
-        Ok(seal_seq)
+        self.segment_records = 0;
+        // The seal holds no data: no mark needs to prove it (the next record's durable_seq
+        // will, as a side effect).
+        self.proven_seq = self.proven_seq.max(self.next_seq - 1);
+    }
+}
+
+/// A failed write: no space is clean (the writer did not move, and the next record overwrites
+/// whatever part was written); anything else leaves bytes of unknown state and poisons.
+fn write_failure(op: &'static str, path: &Path, e: std::io::Error, len: u64) -> WriteFailure {
+    if super::segment::is_disk_full(&e) {
+        WriteFailure::Clean(Error::DiskFull {
+            path: path.to_path_buf(),
+            needed_bytes: len,
+            source: e,
+        })
+    } else {
+        WriteFailure::Poisoning(Error::io(op, path, e))
     }
 }

@@ -378,7 +378,7 @@ impl Inner {
                     events += 1;
                     dead_bytes += bytes;
                 }
-                RecordKind::Seal | RecordKind::Snapshot => dead_bytes += bytes,
+                RecordKind::Seal | RecordKind::Snapshot | RecordKind::Mark => dead_bytes += bytes,
             }
             Ok(())
         })?;

@@ -303,7 +303,7 @@ impl Index {
                     .map_err(|e| format!("record {seq}: snapshot does not decode: {e}"))?;
                 self.snapshot(body);
             }
-            RecordKind::Seal => {}
+            RecordKind::Seal | RecordKind::Mark => {}
         }
         self.last_replayed_seq = seq;
         Ok(())

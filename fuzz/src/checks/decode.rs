@@ -31,12 +31,13 @@ pub fn check_decode(data: &[u8]) {
             Some(found),
             Record::Seal { seq, len, .. }
             | Record::JobEvent { seq, len, .. }
-            | Record::Snapshot { seq, len },
+            | Record::Snapshot { seq, len }
+            | Record::Mark { seq, len, .. },
         ) => {
             assert_eq!(
                 (found.seq, &found.checkpoint),
                 (*seq, &None),
-                "seal, job event or snapshot"
+                "seal, job event, snapshot or mark"
             );
             *len
         }

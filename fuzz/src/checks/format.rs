@@ -1,4 +1,4 @@
-//! An independent encoder and decoder of cairn's on-disk format (versions 1 to 3), written
+//! An independent encoder and decoder of cairn's on-disk format (versions 1 to 4), written
 //! from docs/FORMAT.md rather than from the code: the fuzz targets build segment images with
 //! it and compare what cairn decodes with what the specification says.
 
@@ -12,8 +12,10 @@ pub const KIND_SEAL: u8 = 2;
 pub const KIND_JOB_EVENT: u8 = 3;
 /// A snapshot record: the last record of a compacted segment (format 3).
 pub const KIND_SNAPSHOT: u8 = 4;
+/// A mark record: proves records up to its `durable_seq` durable (format 4).
+pub const KIND_MARK: u8 = 5;
 /// The newest segment format: this build writes it and reads it and every older one.
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 /// Checkpoint data codecs (format version 2).
 pub const CODEC_JSON: u8 = 0;
 pub const CODEC_LZ4: u8 = 1;
@@ -312,6 +314,12 @@ pub enum Record {
     BadData { seq: u64 },
     /// A snapshot record (valid only as the last record of a compacted segment).
     Snapshot { seq: u64, len: usize },
+    /// A mark (format 4, never in a compacted segment): numbered like the record after it.
+    Mark {
+        seq: u64,
+        durable_seq: u64,
+        len: usize,
+    },
     /// A job event: recovery does not decode its body (FORMAT.md: `verify` does).
     JobEvent {
         seq: u64,
@@ -337,7 +345,7 @@ pub fn decode_record(version: u16, salt: u32, bytes: &[u8]) -> Record {
     let kind = head[28];
     let header_ok = head.iter().any(|&b| b != 0)
         && le_u32(head, 4) == Some(salted_crc(salt, &head[8..]))
-        && (KIND_CHECKPOINT..=KIND_SNAPSHOT).contains(&kind)
+        && (KIND_CHECKPOINT..=KIND_MARK).contains(&kind)
         && head[29..32] == [0, 0, 0]
         && (1..SEQ_LIMIT).contains(&seq)
         && durable_seq < seq
@@ -357,6 +365,18 @@ pub fn decode_record(version: u16, salt: u32, bytes: &[u8]) -> Record {
         // FORMAT.md gives a seal an empty body, but its list of what makes a record valid
         // does not require it, and cairn accepts a seal with a body: so does this reference.
         return Record::Seal {
+            seq,
+            durable_seq,
+            len,
+        };
+    }
+    if kind == KIND_MARK {
+        // FORMAT.md: marks exist from format 4 on, outside compacted segments (which the
+        // caller knows about).
+        if version < 4 {
+            return Record::Invalid;
+        }
+        return Record::Mark {
             seq,
             durable_seq,
             len,

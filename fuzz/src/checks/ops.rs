@@ -383,7 +383,7 @@ impl Model {
             &e,
             Error::Poisoned { .. }
                 | Error::Io {
-                    op: "write record" | "sync sealed segment",
+                    op: "write record" | "write mark record",
                     ..
                 }
         );
@@ -643,13 +643,14 @@ fn compact(store: &Store, disk: &SimDisk, model: &mut Model, context: &str) {
                 );
             } else {
                 // The seal of the segment being written (a rollover) or the sync of the log.
-                let poisons = matches!(
-                    &e,
-                    Error::Io {
-                        op: "write record" | "sync sealed segment",
-                        ..
-                    }
-                );
+                let poisons = matches!(&e, Error::Poisoned { .. })
+                    || matches!(
+                        &e,
+                        Error::Io {
+                            op: "write record" | "write mark record",
+                            ..
+                        }
+                    );
                 // Creating the next segment, or writing the compacted one before its rename.
                 let clean = matches!(&e, Error::DiskFull { .. })
                     || matches!(

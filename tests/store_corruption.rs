@@ -464,7 +464,7 @@ fn newer_segment_version_is_refused() {
     populate(dir.path(), options(), 3);
     let file = segments(dir.path()).pop().unwrap();
     let mut bytes = std::fs::read(&file).unwrap();
-    bytes[8..10].copy_from_slice(&4u16.to_le_bytes());
+    bytes[8..10].copy_from_slice(&5u16.to_le_bytes());
     // A genuine newer header checks out; a flipped version bit would be damage instead.
     let crc = crc32fast::hash(&bytes[..60]);
     bytes[60..64].copy_from_slice(&crc.to_le_bytes());
@@ -475,8 +475,8 @@ fn newer_segment_version_is_refused() {
             matches!(
                 err,
                 Error::UnsupportedVersion {
-                    found: 4,
-                    supported: 3,
+                    found: 5,
+                    supported: 4,
                     ..
                 }
             ),

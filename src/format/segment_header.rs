@@ -3,7 +3,7 @@
 //! | offset | size | field              | meaning                                              |
 //! |--------|------|--------------------|------------------------------------------------------|
 //! | 0      | 8    | magic              | `b"CAIRNSEG"`                                        |
-//! | 8      | 2    | format_version     | u16: 3 (this build writes); 1 and 2 are still read    |
+//! | 8      | 2    | format_version     | u16: 4 (this build writes); 1 to 3 are still read     |
 //! | 10     | 2    | header_len         | u16, 64                                              |
 //! | 12     | 4    | flags              | u32: bit 0 `COMPACTED` (format 3); other bits zero    |
 //! | 16     | 8    | segment_id         | u64, equals the number in the file name              |
@@ -20,8 +20,11 @@ use super::{put, read_u16, read_u32, read_u64};
 pub(crate) const MAGIC: [u8; 8] = *b"CAIRNSEG";
 /// The segment format this build writes; it reads every version from 1 up to this one.
 /// Version 2 added job event records, the checkpoint trigger and compressed data; version 3
-/// added compacted segments (the `COMPACTED` flag) and snapshot records.
-pub(crate) const FORMAT_VERSION: u16 = 3;
+/// added compacted segments (the `COMPACTED` flag) and snapshot records; version 4 added
+/// snapshot parts (a snapshot split over several records) and mark records.
+pub(crate) const FORMAT_VERSION: u16 = 4;
+/// The first format version whose compacted segments may split their snapshot into parts.
+pub(crate) const SNAPSHOT_PARTS_VERSION: u16 = 4;
 /// The first format version with compacted segments.
 const COMPACTION_VERSION: u16 = 3;
 /// Header flag: the segment was written by compaction. It replaces every segment with a lower
@@ -277,12 +280,13 @@ mod tests {
     #[test]
     fn newer_version_is_reported_as_such() {
         let mut bytes = encode_segment_header(&sample());
-        bytes[VERSION_OFFSET..VERSION_OFFSET + 2].copy_from_slice(&4u16.to_le_bytes());
+        let newer = FORMAT_VERSION + 1;
+        bytes[VERSION_OFFSET..VERSION_OFFSET + 2].copy_from_slice(&newer.to_le_bytes());
         let crc = crc32fast::hash(&bytes[..HEADER_CRC_OFFSET]);
         bytes[HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(
             decode_segment_header(&bytes),
-            Err(HeaderError::UnsupportedVersion(4))
+            Err(HeaderError::UnsupportedVersion(newer))
         );
     }
 

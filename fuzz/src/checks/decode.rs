@@ -31,7 +31,8 @@ pub fn check_decode(data: &[u8]) {
             Some(found),
             Record::Seal { seq, len, .. }
             | Record::JobEvent { seq, len, .. }
-            | Record::Snapshot { seq, len },
+            | Record::Snapshot { seq, len }
+            | Record::SnapshotPart { seq, len },
         ) => {
             assert_eq!(
                 (found.seq, &found.checkpoint),

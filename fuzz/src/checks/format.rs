@@ -1,4 +1,4 @@
-//! An independent encoder and decoder of cairn's on-disk format (versions 1 to 3), written
+//! An independent encoder and decoder of cairn's on-disk format (versions 1 to 4), written
 //! from docs/FORMAT.md rather than from the code: the fuzz targets build segment images with
 //! it and compare what cairn decodes with what the specification says.
 
@@ -12,8 +12,11 @@ pub const KIND_SEAL: u8 = 2;
 pub const KIND_JOB_EVENT: u8 = 3;
 /// A snapshot record: the last record of a compacted segment (format 3).
 pub const KIND_SNAPSHOT: u8 = 4;
+/// A snapshot part: a record of a snapshot before its last one, in a compacted segment
+/// (format 4).
+pub const KIND_SNAPSHOT_PART: u8 = 6;
 /// The newest segment format: this build writes it and reads it and every older one.
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 /// Checkpoint data codecs (format version 2).
 pub const CODEC_JSON: u8 = 0;
 pub const CODEC_LZ4: u8 = 1;
@@ -312,6 +315,9 @@ pub enum Record {
     BadData { seq: u64 },
     /// A snapshot record (valid only as the last record of a compacted segment).
     Snapshot { seq: u64, len: usize },
+    /// A snapshot part (valid only right before another part or the snapshot record, with
+    /// the same sequence number, in a compacted segment of format 4 or later).
+    SnapshotPart { seq: u64, len: usize },
     /// A job event: recovery does not decode its body (FORMAT.md: `verify` does).
     JobEvent {
         seq: u64,
@@ -337,7 +343,7 @@ pub fn decode_record(version: u16, salt: u32, bytes: &[u8]) -> Record {
     let kind = head[28];
     let header_ok = head.iter().any(|&b| b != 0)
         && le_u32(head, 4) == Some(salted_crc(salt, &head[8..]))
-        && (KIND_CHECKPOINT..=KIND_SNAPSHOT).contains(&kind)
+        && ((KIND_CHECKPOINT..=KIND_SNAPSHOT).contains(&kind) || kind == KIND_SNAPSHOT_PART)
         && head[29..32] == [0, 0, 0]
         && (1..SEQ_LIMIT).contains(&seq)
         && durable_seq < seq
@@ -369,6 +375,13 @@ pub fn decode_record(version: u16, salt: u32, bytes: &[u8]) -> Record {
             return Record::Invalid;
         }
         return Record::Snapshot { seq, len };
+    }
+    if kind == KIND_SNAPSHOT_PART {
+        // FORMAT.md: snapshot parts exist from format 4 on, in compacted segments only.
+        if version < 4 {
+            return Record::Invalid;
+        }
+        return Record::SnapshotPart { seq, len };
     }
     if kind == KIND_JOB_EVENT {
         // FORMAT.md: a job event in a version 1 segment is damage. Its body must decode to a

@@ -38,6 +38,7 @@ fn a_snapshot_of_150000_jobs_is_written_in_parts_and_reopens() {
     let report = store.compact().expect("compaction succeeds");
     assert!(report.compacted);
     assert_eq!(report.jobs, JOBS);
+    assert!(report.snapshot_records >= 2, "{report:?}");
     assert!(compacting_files(dir.path()).is_empty());
     drop(store);
 
@@ -84,6 +85,7 @@ fn a_snapshot_of_70_jobs_with_1_mb_errors_is_written_in_parts_and_reopens() {
     let seqs = fail_70_jobs(&store);
     let report = store.compact().expect("compaction succeeds");
     assert_eq!((report.compacted, report.jobs), (true, 70));
+    assert!(report.snapshot_records >= 2, "{report:?}");
     drop(store);
 
     let store = Store::open_with(dir.path(), options()).unwrap();

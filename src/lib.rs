@@ -23,8 +23,8 @@ pub use job::{
 };
 pub use log::{Finding, FindingKind, RecoveryReport};
 pub use options::{
-    AutoCompact, Durability, MAX_JOB_NAME_BYTES, MAX_PHASE_BYTES, MAX_SEGMENT_SIZE_BYTES,
-    MIN_SEGMENT_SIZE_BYTES, Options, RecoveryMode, Retention,
+    AutoCompact, Durability, MAX_EVENT_BYTES, MAX_JOB_NAME_BYTES, MAX_PHASE_BYTES,
+    MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, Options, RecoveryMode, Retention,
 };
 pub use store::{
     CompactionProgress, CompactionReport, JobSummary, Metrics, MigrationCheck, MigrationFailure,
@@ -88,12 +88,14 @@ pub mod testing {
                     checkpoint: Some((body.job, body.data_json)),
                 })
             }
-            RecordKind::Seal | RecordKind::JobEvent | RecordKind::Snapshot | RecordKind::Mark => {
-                Some(DecodedRecord {
-                    seq: header.seq,
-                    checkpoint: None,
-                })
-            }
+            RecordKind::Seal
+            | RecordKind::JobEvent
+            | RecordKind::Snapshot
+            | RecordKind::SnapshotPart
+            | RecordKind::Mark => Some(DecodedRecord {
+                seq: header.seq,
+                checkpoint: None,
+            }),
         }
     }
 

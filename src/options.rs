@@ -64,6 +64,16 @@ pub const MAX_SEGMENT_SIZE_BYTES: u64 = crate::format::MAX_SEGMENT_LEN;
 pub const MAX_JOB_NAME_BYTES: usize = 4096;
 /// The hard ceiling on phase names, whatever the options say.
 pub const MAX_PHASE_BYTES: usize = 4096;
+/// The hard ceiling on a job event's JSON (the error message of a failed run, the reason of a
+/// cleared checkpoint, ...), whatever [`Options::max_payload`] says: a job's state holds the
+/// text of at most four events, and must fit one snapshot record (64 MiB) at compaction.
+pub const MAX_EVENT_BYTES: u64 = 8 * 1024 * 1024;
+// A job state: four event texts, its name and phases (escaped, at most doubled) and fixed
+// fields well under 64 KiB. It must fit a record body, so that no snapshot part overflows.
+const _: () = assert!(
+    4 * MAX_EVENT_BYTES + 2 * (MAX_JOB_NAME_BYTES + 2 * MAX_PHASE_BYTES) as u64 + 65_536
+        <= crate::format::MAX_RECORD_BODY_BYTES as u64
+);
 
 /// What compaction keeps. **The latest checkpoint and the state of every job that was not
 /// deleted are always kept**, whatever the policy says; the policy only trims history.

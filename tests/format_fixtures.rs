@@ -92,8 +92,8 @@ fn format_v1_store_opens_for_writing_and_takes_new_saves() {
     drop(store);
     let marker = std::fs::read_to_string(copy.path().join("CAIRN")).unwrap();
     assert_eq!(
-        marker, "cairn store\nformat_version 3\n",
-        "the marker now says the store needs format 3"
+        marker, "cairn store\nformat_version 4\n",
+        "the marker now says the store needs format 4"
     );
     let store = Store::open_read_only(copy.path()).unwrap();
     assert!(
@@ -203,7 +203,7 @@ fn format_v2_store_upgrades_takes_saves_and_compacts() {
     assert!(seq > 175, "{seq}");
     drop(store);
     let marker = std::fs::read_to_string(copy.path().join("CAIRN")).unwrap();
-    assert_eq!(marker, "cairn store\nformat_version 3\n");
+    assert_eq!(marker, "cairn store\nformat_version 4\n");
     // Keeping everything, compaction rewrites the format 2 segments as one compacted segment.
     let store = Store::open_with(copy.path(), options()).unwrap();
     let report = store
@@ -319,6 +319,11 @@ fn format_v3_store_opens_for_writing_and_takes_saves() {
         .unwrap();
     assert!(seq > 188, "{seq}");
     drop(store);
+    let marker = std::fs::read_to_string(copy.path().join("CAIRN")).unwrap();
+    assert_eq!(
+        marker, "cairn store\nformat_version 4\n",
+        "the marker now says the store needs format 4"
+    );
     let store = Store::open_read_only(copy.path()).unwrap();
     assert!(
         store.recovery_report().is_clean(),
@@ -327,4 +332,38 @@ fn format_v3_store_opens_for_writing_and_takes_saves() {
     );
     assert_eq!(store.history("jira_sync").unwrap().len(), 11);
     assert_eq!(store.history("github_sync").unwrap().len(), 20);
+    drop(store);
+    // Compaction rewrites the format 3 compacted segment (and the rest) as a format 4 one.
+    let store = Store::open_with(copy.path(), options()).unwrap();
+    let report = store
+        .compact_with(&cairn::Retention::default().keep_last(1000))
+        .unwrap();
+    assert!(report.compacted, "{report:?}");
+    assert_eq!(report.snapshot_records, 1, "{report:?}");
+    drop(store);
+    let compacted = std::fs::read_dir(copy.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .min()
+        .unwrap();
+    let bytes = std::fs::read(compacted).unwrap();
+    assert_eq!(&bytes[8..10], &4u16.to_le_bytes(), "a format 4 segment");
+    let store = Store::open_read_only(copy.path()).unwrap();
+    assert!(
+        store.recovery_report().is_clean(),
+        "{:?}",
+        store.recovery_report()
+    );
+    assert_eq!(store.history("jira_sync").unwrap().len(), 11);
+    assert_eq!(store.history("github_sync").unwrap().len(), 20);
+    assert_eq!(
+        store
+            .job("github_sync")
+            .unwrap()
+            .last_error
+            .unwrap()
+            .message,
+        "HTTP 502"
+    );
 }

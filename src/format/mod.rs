@@ -12,6 +12,7 @@ mod segment_header;
 pub(crate) use body::{
     CheckpointBody, EventBody, MAX_DECOMPRESSED_BYTES, decode_checkpoint_body,
     decode_checkpoint_meta, decode_event_body, encode_checkpoint_body, encode_event_body,
+    encode_snapshot_parts,
 };
 pub(crate) use record::{
     HeaderProblem, RECORD_ALIGN, RECORD_HEADER_LEN, RecordHeader, RecordKind, check_record,
@@ -19,7 +20,8 @@ pub(crate) use record::{
 };
 pub(crate) use segment_header::{
     FORMAT_VERSION, HeaderError, MARK_VERSION, MAX_SEGMENT_LEN, MIN_COMPACTED_LEN, MIN_SEGMENT_LEN,
-    SEGMENT_HEADER_LEN, SegmentHeader, decode_segment_header, encode_segment_header,
+    SEGMENT_HEADER_LEN, SNAPSHOT_PARTS_VERSION, SegmentHeader, decode_segment_header,
+    encode_segment_header,
 };
 
 /// Sequence numbers stay below this, so that `seq + 1` never overflows; larger ones on disk

@@ -8,7 +8,8 @@
 //! | 16     | 8    | durable_seq  | u64, highest seq known durable when this record was written  |
 //! | 24     | 4    | body_len     | u32 length of the body                                       |
 //! | 28     | 1    | kind         | 1 checkpoint, 2 seal, 3 job event (format 2), 4 snapshot     |
-//! |        |      |              | (format 3, compacted segments only), 5 mark (format 4)       |
+//! |        |      |              | (format 3, compacted segments only), 5 mark (format 4),      |
+//! |        |      |              | 6 snapshot part (format 4, compacted segments only)          |
 //! | 29     | 1    | flags        | 0 (reserved)                                                 |
 //! | 30     | 2    | reserved     | 0                                                            |
 //! | 32     | n    | body         | `body_len` bytes, see `body.rs`                              |
@@ -44,11 +45,16 @@ pub(crate) enum RecordKind {
     JobEvent = 3,
     /// The last record of a compacted segment: the folded state of every job as of its
     /// sequence number (JSON, see `body.rs`). It ends the segment like a seal. Format 3.
+    /// From format 4 it is the final part of a snapshot that may also have parts before it.
     Snapshot = 4,
     /// A proof of durability written after a sync: every record up to its `durable_seq` is
     /// durable. It carries the sequence number the next record takes and does not use it up.
     /// Empty body; never in a compacted segment. Format 4.
     Mark = 5,
+    /// A part of a snapshot other than the last, in a compacted segment of format 4 or later:
+    /// a subset of the job states, with the snapshot's sequence number. The parts come right
+    /// before the final `Snapshot` record. (Kind 5 is the mark record of format 4.)
+    SnapshotPart = 6,
 }
 
 impl RecordKind {
@@ -59,6 +65,7 @@ impl RecordKind {
             3 => Some(RecordKind::JobEvent),
             4 => Some(RecordKind::Snapshot),
             5 => Some(RecordKind::Mark),
+            6 => Some(RecordKind::SnapshotPart),
             _ => None,
         }
     }

@@ -21,10 +21,13 @@ pub(crate) const MAGIC: [u8; 8] = *b"CAIRNSEG";
 /// The segment format this build writes; it reads every version from 1 up to this one.
 /// Version 2 added job event records, the checkpoint trigger and compressed data; version 3
 /// added compacted segments (the `COMPACTED` flag) and snapshot records; version 4 added mark
-/// records (proofs of durability) and seals that prove their whole segment durable.
+/// records (proofs of durability), seals that prove their whole segment durable, and snapshot
+/// parts (a snapshot split over several records).
 pub(crate) const FORMAT_VERSION: u16 = 4;
 /// The first format version with mark records.
 pub(crate) const MARK_VERSION: u16 = 4;
+/// The first format version whose compacted segments may split their snapshot into parts.
+pub(crate) const SNAPSHOT_PARTS_VERSION: u16 = 4;
 /// The first format version with compacted segments.
 const COMPACTION_VERSION: u16 = 3;
 /// Header flag: the segment was written by compaction. It replaces every segment with a lower

@@ -2,17 +2,20 @@
 //! segment that replaces them, and switching readers over to it. What to keep is the store's
 //! decision (`store/compact.rs`); the protocol is in docs/FORMAT.md, "Compaction".
 
+use std::borrow::Cow;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    FORMAT_VERSION, MAX_SEGMENT_LEN, MIN_COMPACTED_LEN, RecordHeader, RecordKind,
-    SEGMENT_HEADER_LEN, SegmentHeader, decode_checkpoint_body, encode_checkpoint_body,
+    FORMAT_VERSION, MAX_RECORD_BODY_BYTES, MAX_SEGMENT_LEN, MIN_COMPACTED_LEN, RecordHeader,
+    RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, decode_checkpoint_body, encode_checkpoint_body,
     encode_record, padded_record_len,
 };
+use crate::storage::Storage;
 
-use super::segment::{Segment, segment_file_name};
+use super::segment::{Segment, compacting_file_name, segment_file_name};
 use super::{Log, RecordVisitor, lock};
 
 /// A record compaction keeps: where it is now.
@@ -89,47 +92,42 @@ impl Log {
 
     /// Writes the compacted segment that replaces `range` (the oldest segments, up to and
     /// including the last one of the range, whose id it takes): `kept` in order, each with
-    /// its sequence number, then a snapshot record with `snapshot_seq` (the last sequence
-    /// number of the range) and body `snapshot`. Returns the segment, renamed into place and
+    /// its sequence number, then the snapshot with `snapshot_seq` (the last sequence number of
+    /// the range): `snapshot_parts` but the last as snapshot part records, the last as the
+    /// snapshot record that ends the segment. Returns the segment, renamed into place and
     /// durable, and the offset of each kept record in it.
+    ///
+    /// Every size and order that depends on the data is checked before the file is created,
+    /// and fails with an error; on any failure (a panic included) the `.seg.compacting` file
+    /// is removed and segment `id` is unchanged.
     pub fn write_compacted(
         &self,
         range: &[Arc<Segment>],
         kept: &[Kept],
         snapshot_seq: u64,
-        snapshot: &[u8],
+        snapshot_parts: &[Vec<u8>],
     ) -> Result<(Arc<Segment>, Vec<u64>)> {
         let (Some(first), Some(last)) = (range.first(), range.last()) else {
             return Err(Error::invalid("compaction", "nothing to compact"));
         };
-        // Bodies of format-1 segments are re-encoded in this build's format.
-        let mut records: Vec<(RecordHeader, std::borrow::Cow<'_, [u8]>)> =
-            Vec::with_capacity(kept.len());
-        for item in kept {
-            let (header, body) = item.segment.read_record(item.offset)?;
-            let body = if item.segment.header.version < 2 {
-                let decoded = decode_checkpoint_body(item.segment.header.version, body)
-                    .map_err(|e| self.corrupt(item.segment.id, item.offset, e))?;
-                let mut encoded = Vec::new();
-                encode_checkpoint_body(&decoded, false, &mut encoded)
-                    .map_err(|e| self.corrupt(item.segment.id, item.offset, e))?;
-                std::borrow::Cow::Owned(encoded)
-            } else {
-                std::borrow::Cow::Borrowed(body)
-            };
-            assert_eq!(
-                header.kind,
-                RecordKind::Checkpoint,
-                "compaction keeps checkpoints"
-            );
-            records.push((header, body));
+        let records = self.kept_records(kept, snapshot_seq)?;
+        let too_large = |len: usize| len > MAX_RECORD_BODY_BYTES as usize;
+        if snapshot_parts.is_empty() || snapshot_parts.iter().any(|part| too_large(part.len())) {
+            return Err(Error::invalid(
+                "compaction",
+                "the snapshot of the job states is not in parts that each fit a record; \
+                 nothing was changed",
+            ));
         }
         let records_len: u64 = records
             .iter()
             .map(|(_, body)| padded_record_len(body.len()) as u64)
             .sum();
-        let needed =
-            SEGMENT_HEADER_LEN as u64 + records_len + padded_record_len(snapshot.len()) as u64;
+        let snapshot_len: u64 = snapshot_parts
+            .iter()
+            .map(|part| padded_record_len(part.len()) as u64)
+            .sum();
+        let needed = SEGMENT_HEADER_LEN as u64 + records_len + snapshot_len;
         if needed > MAX_SEGMENT_LEN {
             return Err(Error::invalid(
                 "compaction",
@@ -151,34 +149,40 @@ impl Log {
         let mut offsets = Vec::with_capacity(records.len());
         self.compaction_bytes
             .store(header.segment_len, Ordering::Release);
+        let _unwinding = RemoveIfUnwinding {
+            storage: self.storage.as_ref(),
+            path: self.dir.join(compacting_file_name(last.id)),
+        };
         let segment = Segment::create_compacted(self.storage.as_ref(), &self.dir, header, |file| {
             let mut buf = Vec::new();
             let mut pos = SEGMENT_HEADER_LEN as u64;
-            let mut previous = 0;
-            for (old, body) in &records {
-                assert!(old.seq > previous, "kept records in sequence order");
-                previous = old.seq;
+            let mut write = |seq: u64, kind: RecordKind, body: &[u8]| -> std::io::Result<u64> {
                 let record = RecordHeader {
-                    seq: old.seq,
-                    durable_seq: old.seq - 1,
+                    seq,
+                    durable_seq: seq - 1,
                     body_len: u32::try_from(body.len()).map_err(std::io::Error::other)?,
-                    kind: RecordKind::Checkpoint,
+                    kind,
                 };
                 encode_record(header.salt, &record, body, &mut buf);
                 file.write(pos, &buf)?;
-                offsets.push(pos);
+                let at = pos;
                 pos += buf.len() as u64;
-            }
-            assert!(snapshot_seq > previous, "the snapshot is the last record");
-            let record = RecordHeader {
-                seq: snapshot_seq,
-                durable_seq: snapshot_seq - 1,
-                body_len: u32::try_from(snapshot.len()).map_err(std::io::Error::other)?,
-                kind: RecordKind::Snapshot,
+                Ok(at)
             };
-            encode_record(header.salt, &record, snapshot, &mut buf);
-            file.write(pos, &buf)?;
-            Ok(pos + buf.len() as u64)
+            for (old, body) in &records {
+                offsets.push(write(old.seq, RecordKind::Checkpoint, body)?);
+            }
+            // The parts share the snapshot's number; the last one ends the segment.
+            let count = snapshot_parts.len();
+            for (i, part) in snapshot_parts.iter().enumerate() {
+                let kind = if i + 1 == count {
+                    RecordKind::Snapshot
+                } else {
+                    RecordKind::SnapshotPart
+                };
+                write(snapshot_seq, kind, part)?;
+            }
+            Ok(pos)
         });
         let segment = segment.inspect_err(|error| {
             self.compaction_bytes.store(0, Ordering::Release);
@@ -189,6 +193,60 @@ impl Log {
             }
         })?;
         Ok((Arc::new(segment), offsets))
+    }
+
+    /// Reads the records to keep, in order, re-encoding bodies of format 1 in this build's
+    /// format. Anything that would break the compacted segment's rules (a record that is not a
+    /// checkpoint, numbers out of order or not below the snapshot's, a body over the record
+    /// limit) is an error, before anything is written.
+    fn kept_records<'a>(
+        &self,
+        kept: &'a [Kept],
+        snapshot_seq: u64,
+    ) -> Result<Vec<(RecordHeader, Cow<'a, [u8]>)>> {
+        let mut records = Vec::with_capacity(kept.len());
+        let mut previous = 0;
+        for item in kept {
+            let (header, body) = item.segment.read_record(item.offset)?;
+            let corrupt = |reason: String| self.corrupt(item.segment.id, item.offset, reason);
+            if header.kind != RecordKind::Checkpoint {
+                return Err(corrupt(format!(
+                    "record {} to keep is not a checkpoint; cannot compact",
+                    header.seq
+                )));
+            }
+            if header.seq <= previous || header.seq >= snapshot_seq {
+                return Err(corrupt(format!(
+                    "record {} to keep is out of order (after {previous}, before the snapshot \
+                     {snapshot_seq}); cannot compact",
+                    header.seq
+                )));
+            }
+            previous = header.seq;
+            let body = if item.segment.header.version < 2 {
+                let decoded =
+                    decode_checkpoint_body(item.segment.header.version, body).map_err(&corrupt)?;
+                let mut encoded = Vec::new();
+                encode_checkpoint_body(&decoded, false, &mut encoded).map_err(&corrupt)?;
+                if encoded.len() > MAX_RECORD_BODY_BYTES as usize {
+                    return Err(corrupt(format!(
+                        "record {} grows past the record limit when re-encoded; cannot compact",
+                        header.seq
+                    )));
+                }
+                Cow::Owned(encoded)
+            } else {
+                Cow::Borrowed(body)
+            };
+            records.push((header, body));
+        }
+        Ok(records)
+    }
+
+    /// Holds what a compaction counts against the size limit (see `compaction_bytes`) until
+    /// it is dropped, whichever way the compaction ends.
+    pub fn compaction_reservation(&self) -> CompactionReservation<'_> {
+        CompactionReservation(&self.compaction_bytes)
     }
 
     /// Switches readers to the compacted segment: the segments it replaces leave the log.
@@ -211,25 +269,35 @@ impl Log {
     }
 
     /// Removes the files of the replaced segments (all but the last of `range`, whose name
-    /// the compacted segment took), then syncs the directory. A crash before this ends leaves
-    /// files that recovery knows are replaced and removes.
-    pub fn remove_replaced(&self, range: &[Arc<Segment>]) -> Result<()> {
+    /// the compacted segment took), then syncs the directory. Returns how many files could not
+    /// be removed: the compaction has committed, so a failed removal only leaves a file that
+    /// recovery knows is replaced, and that the next writer to open the store removes. A
+    /// failed directory sync poisons the store (its state on disk is unknown) and is returned.
+    pub fn remove_replaced(&self, range: &[Arc<Segment>]) -> Result<usize> {
         let Some((_, older)) = range.split_last() else {
-            return Ok(());
+            return Ok(0);
         };
-        // Counted as removed even if a removal fails: recovery removes what is left.
-        let _removed = ClearOnDrop(&self.compaction_bytes);
+        // Counted as removed even if a removal fails: the files are no longer segments.
+        let _removed = self.compaction_reservation();
+        let mut left = 0;
         for segment in older {
             let path = self.dir.join(segment_file_name(segment.id));
-            self.storage
-                .remove_file(&path)
-                .map_err(|e| Error::io("remove compacted segment", &path, e))?;
+            if let Err(error) = self.storage.remove_file(&path) {
+                left += 1;
+                tracing::warn!(
+                    path = %path.display(),
+                    %error,
+                    "cairn: compaction committed, but a replaced segment could not be removed; \
+                     the next writer to open the store removes it"
+                );
+            }
         }
         self.storage.sync_dir(&self.dir).map_err(|e| {
             let error = Error::io("sync directory", &self.dir, e);
             self.poison(error.to_string());
             error
-        })
+        })?;
+        Ok(left)
     }
 
     /// Refuses further writes after a failure whose effect on disk is unknown.
@@ -264,11 +332,26 @@ impl Log {
     }
 }
 
-/// Sets a byte count back to zero when dropped.
-struct ClearOnDrop<'a>(&'a AtomicU64);
+/// Sets the bytes a compaction counts against the size limit back to zero when dropped.
+pub(crate) struct CompactionReservation<'a>(&'a AtomicU64);
 
-impl Drop for ClearOnDrop<'_> {
+impl Drop for CompactionReservation<'_> {
     fn drop(&mut self) {
         self.0.store(0, Ordering::Release);
+    }
+}
+
+/// Removes a compaction's temporary file if the thread unwinds while it exists (errors remove
+/// it on their own path, see `Segment::create_compacted`).
+struct RemoveIfUnwinding<'a> {
+    storage: &'a dyn Storage,
+    path: PathBuf,
+}
+
+impl Drop for RemoveIfUnwinding<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.storage.remove_file(&self.path);
+        }
     }
 }

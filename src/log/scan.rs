@@ -143,7 +143,8 @@ pub(crate) fn scan_segment(
                 match visit(&segment.record_ref(pos, header, body)) {
                     Ok(()) => {
                         pos += len;
-                        expected = header.seq + 1;
+                        // The parts of a snapshot share its sequence number.
+                        expected = header.seq + u64::from(header.kind != RecordKind::SnapshotPart);
                         out.valid_end = pos;
                         out.last_seq = Some(header.seq);
                         out.records += 1;
@@ -317,6 +318,15 @@ fn next_record(segment: &Segment, pos: u64, expected: u64, usable: u64) -> Step 
     if header.kind == RecordKind::Snapshot && !segment.header.compacted {
         return Step::Bad(format!(
             "record {} is a snapshot outside a compacted segment",
+            header.seq
+        ));
+    }
+    if header.kind == RecordKind::SnapshotPart
+        && (!segment.header.compacted
+            || segment.header.version < crate::format::SNAPSHOT_PARTS_VERSION)
+    {
+        return Step::Bad(format!(
+            "record {} is a snapshot part outside a compacted segment of format 4 or later",
             header.seq
         ));
     }

@@ -25,6 +25,11 @@ pub(crate) fn segment_file_name(id: u64) -> String {
     format!("{id:0ID_DIGITS$}{SEGMENT_SUFFIX}")
 }
 
+/// The name of the compacted segment `id` while it is written.
+pub(crate) fn compacting_file_name(id: u64) -> String {
+    format!("{id:0ID_DIGITS$}{COMPACTING_SUFFIX}")
+}
+
 /// Segment ids stay below this, so that the next id never overflows.
 pub(crate) const MAX_SEGMENT_ID: u64 = 1 << 62;
 
@@ -109,7 +114,7 @@ impl Segment {
     ) -> Result<Segment> {
         assert!(header.compacted, "a compacted segment's header says so");
         let id = header.segment_id;
-        let tmp = dir.join(format!("{id:0ID_DIGITS$}{COMPACTING_SUFFIX}"));
+        let tmp = dir.join(compacting_file_name(id));
         Segment::create_with(storage, dir, &tmp, header, fill)
     }
 

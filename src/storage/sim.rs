@@ -63,6 +63,9 @@ pub enum Fault {
     FailSync(u64),
     /// The n-th file creation or extension fails with ENOSPC.
     NoSpace(u64),
+    /// The n-th removal of an existing file (counting from 1, from now) fails with EIO,
+    /// removing nothing.
+    FailRemove(u64),
 }
 
 /// A file's live bytes at a stable address, so reads can hand out slices like a mapping.
@@ -194,6 +197,23 @@ fn allocate(state: &mut DiskState) -> io::Result<()> {
     }
 }
 
+/// Counts one removal down on every armed `FailRemove`; true when one of them is due now.
+fn fail_this_removal(faults: &mut Vec<Fault>) -> bool {
+    let mut due = false;
+    faults.retain_mut(|fault| match fault {
+        Fault::FailRemove(1) => {
+            due = true;
+            false
+        }
+        Fault::FailRemove(n) => {
+            *n -= 1;
+            true
+        }
+        _ => true,
+    });
+    due
+}
+
 /// Takes the fault due at this count, if any.
 fn take_fault(faults: &mut Vec<Fault>, matches: impl Fn(&Fault) -> bool) -> Option<Fault> {
     let index = faults.iter().position(matches)?;
@@ -250,6 +270,8 @@ impl SimDisk {
             Fault::ShortWrite(n) => Fault::ShortWrite(state.writes + n),
             Fault::FailSync(n) => Fault::FailSync(state.syncs + n),
             Fault::NoSpace(n) => Fault::NoSpace(state.creates + n),
+            // Counted down by each removal instead of against a running count.
+            Fault::FailRemove(n) => Fault::FailRemove(n),
         };
         state.faults.push(fault);
     }
@@ -596,10 +618,13 @@ impl Storage for SimDisk {
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         {
             let mut state = self.state();
-            state
-                .live_names
-                .remove(path)
-                .ok_or_else(|| not_found(path))?;
+            if !state.live_names.contains_key(path) {
+                return Err(not_found(path));
+            }
+            if fail_this_removal(&mut state.faults) {
+                return Err(eio());
+            }
+            state.live_names.remove(path);
             state
                 .pending_dir_ops
                 .push(DirOp::Remove(path.to_path_buf()));

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::index::{Index, RangeCheckpoint, SnapshotBody};
+use super::index::{Index, RangeCheckpoint};
 use super::{Inner, Store};
 use crate::error::{Error, Result};
 use crate::format::{RecordKind, decode_checkpoint_meta};
@@ -43,14 +43,21 @@ pub struct CompactionReport {
     pub checkpoints_dropped: u64,
     /// Job events folded into the snapshot record.
     pub events_folded: u64,
-    /// Jobs in the snapshot record.
+    /// Jobs in the snapshot.
     pub jobs: usize,
+    /// Records the snapshot takes: 1, or more when the job states are more than one record
+    /// body may hold (64 MiB) and the snapshot is written in parts (docs/FORMAT.md).
+    pub snapshot_records: usize,
     /// Records up to this sequence number were compacted.
     pub upto_seq: u64,
     /// The size limit cannot be met even with only each job's latest checkpoint kept.
     pub over_limit: bool,
     /// Time taken, in microseconds.
     pub duration_us: u64,
+    /// Files of replaced segments that could not be removed after the compaction committed
+    /// (a warning is logged). The compaction succeeded and readers use the compacted segment;
+    /// the files take disk space until the next writer to open the store removes them.
+    pub replaced_files_left: usize,
 }
 
 /// How far a compaction got, for progress bars: reported as it reads the segments it
@@ -92,6 +99,11 @@ pub struct StoreStats {
     /// Even after a compaction, the size limit would leave no room for a new segment: the
     /// next save that needs one fails with [`Error::StoreFull`](crate::Error::StoreFull).
     pub full: bool,
+    /// Compactions the store ran on its own (the background compactor, or a save making room
+    /// under the size limit) that failed since this store was opened.
+    pub compaction_failures: u64,
+    /// Why the last of those failed, unless one has succeeded since.
+    pub last_compaction_error: Option<String>,
 }
 
 /// A checkpoint of the compacted range.
@@ -111,7 +123,8 @@ struct Candidate {
 struct Plan {
     range: Vec<Arc<Segment>>,
     candidates: Vec<Candidate>,
-    snapshot: Vec<u8>,
+    /// The snapshot's record bodies: the parts, then the final one.
+    snapshot: Vec<Vec<u8>>,
     upto_seq: u64,
     dead_before: u64,
     report: CompactionReport,
@@ -170,6 +183,8 @@ impl Store {
             storage_bytes: inner.log.storage_bytes(),
             jobs: self.index().len(),
             size_limit_bytes: inner.options.retention.max_bytes,
+            compaction_failures: inner.counters.compaction_failures(),
+            last_compaction_error: inner.counters.last_compaction_error(),
             ..StoreStats::default()
         };
         inner.log.for_each_record(&mut |record| {
@@ -242,6 +257,8 @@ impl Inner {
         // Every record the decisions relied on (newer checkpoints, deletions) must be durable
         // before anything is dropped because of it.
         self.log.sync_all()?;
+        // Whatever counts against the size limit from here on is released however this ends.
+        let _reservation = self.log.compaction_reservation();
         if let Some(max) = retention.max_bytes {
             self.reserve_room(&mut plan, &mut report, max);
         }
@@ -280,7 +297,8 @@ impl Inner {
             self.log.install_compacted(segment);
             index.compacted(plan.upto_seq, segment_id, &range, plan.dead_before);
         }
-        self.log.remove_replaced(&plan.range)?;
+        // Committed: a replaced file that cannot be removed is left for the next writer.
+        report.replaced_files_left = self.log.remove_replaced(&plan.range)?;
         report.segments_after = self.log.segment_count();
         report.bytes_after = self.log.storage_bytes();
         report.bytes_freed = report.bytes_before.saturating_sub(report.bytes_after);
@@ -297,13 +315,42 @@ impl Inner {
         Ok(report)
     }
 
+    /// A compaction the store runs on its own (the background compactor, or a save making
+    /// room under the size limit), with the store's retention policy. A failure is counted in
+    /// the metrics and logged, as no caller may be there to see it. A panic is caught as a
+    /// last line of defence: it is a bug whose effect on the store is unknown, so it poisons
+    /// the store (reopen it) and comes back as `Error::Poisoned`.
+    pub(super) fn compact_unattended(&self) -> Result<CompactionReport> {
+        let retention = self.options.retention;
+        let run = || self.compact(&retention, How::Background, &mut |_| {});
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".into());
+                let cause = format!("a compaction panicked ({message}); reopen the store");
+                self.log.poison(cause.clone());
+                Err(Error::Poisoned { cause })
+            });
+        match &result {
+            Ok(_) => self.counters.compaction_succeeded(),
+            Err(error) => {
+                self.counters.compaction_failed(error.to_string());
+                tracing::error!(%error, dir = %self.dir.display(), "cairn: compaction failed");
+            }
+        }
+        result
+    }
+
     /// Decides a compaction of every sealed segment; `None` when there is none.
     /// Under a size limit: reserves the compacted file's bytes against the limit (savers that
     /// need a new segment now count them), then, if the files on disk and the compacted one
     /// would pass the limit plus one segment (saves went on while the plan was made), drops
     /// more history so that they do not.
     fn reserve_room(&self, plan: &mut Plan, report: &mut CompactionReport, max: u64) {
-        let snapshot_len = plan.snapshot.len();
+        let snapshot_len = snapshot_bytes(&plan.snapshot);
         let kept_bytes =
             |c: &[Candidate]| -> u64 { c.iter().filter(|c| c.keep).map(|c| c.bytes).sum() };
         let len = compacted_len(kept_bytes(&plan.candidates), snapshot_len);
@@ -378,7 +425,12 @@ impl Inner {
                     events += 1;
                     dead_bytes += bytes;
                 }
-                RecordKind::Seal | RecordKind::Snapshot | RecordKind::Mark => dead_bytes += bytes,
+                RecordKind::Seal
+                | RecordKind::Snapshot
+                | RecordKind::SnapshotPart
+                | RecordKind::Mark => {
+                    dead_bytes += bytes;
+                }
             }
             Ok(())
         })?;
@@ -442,8 +494,8 @@ impl Inner {
             .filter(|state| !deleted_later.contains_key(&state.job))
             .collect();
         let jobs = states.len();
-        let snapshot = serde_json::to_vec(&SnapshotBody { jobs: states })
-            .map_err(|e| Error::invalid("snapshot", e.to_string()))?;
+        let snapshot = snapshot_parts(&states)?;
+        drop(states);
         // What stays besides the compacted segment: the segments after the range, or, for the
         // whole log, the new segment an explicit compaction seals the current one for.
         let bytes_after_range = if whole_log {
@@ -462,7 +514,7 @@ impl Inner {
             let peak =
                 (max + self.options.segment_size_bytes).saturating_sub(self.log.storage_bytes());
             let budget = steady.min(peak);
-            over_limit = !fit_budget(&mut candidates, snapshot.len(), budget);
+            over_limit = !fit_budget(&mut candidates, snapshot_bytes(&snapshot), budget);
         }
         let kept_bytes: u64 = candidates.iter().filter(|c| c.keep).map(|c| c.bytes).sum();
         let dropped = candidates.iter().filter(|c| !c.keep).count() as u64;
@@ -473,7 +525,7 @@ impl Inner {
             .sum::<u64>();
         let segments_before = self.log.segment_count();
         let bytes_before = self.log.storage_bytes();
-        let compacted_len = compacted_len(kept_bytes, snapshot.len());
+        let compacted_len = compacted_len(kept_bytes, snapshot_bytes(&snapshot));
         let already_compact = range.len() == 1 && last.header.compacted;
         let worth_it = !(already_compact && dropped == 0 && events == 0);
         let bytes_after = bytes_after_range + compacted_len;
@@ -493,9 +545,11 @@ impl Inner {
             checkpoints_dropped: dropped,
             events_folded: events,
             jobs,
+            snapshot_records: snapshot.len(),
             upto_seq,
             over_limit,
             duration_us: 0,
+            replaced_files_left: 0,
         };
         let report = if worth_it {
             report
@@ -576,7 +630,7 @@ fn decide(
 
 /// Drops kept history, oldest first, until the compacted segment fits `budget` bytes; each
 /// job's latest checkpoint always stays. Returns false when even that does not fit.
-fn fit_budget(candidates: &mut [Candidate], snapshot_len: usize, budget: u64) -> bool {
+fn fit_budget(candidates: &mut [Candidate], snapshot_len: u64, budget: u64) -> bool {
     let mut kept_bytes: u64 = candidates.iter().filter(|c| c.keep).map(|c| c.bytes).sum();
     for c in candidates.iter_mut() {
         if compacted_len(kept_bytes, snapshot_len) <= budget {
@@ -590,14 +644,39 @@ fn fit_budget(candidates: &mut [Candidate], snapshot_len: usize, budget: u64) ->
     compacted_len(kept_bytes, snapshot_len) <= budget
 }
 
-/// The file length of a compacted segment holding `kept_bytes` of records and the snapshot.
-fn compacted_len(kept_bytes: u64, snapshot_len: usize) -> u64 {
-    let needed = crate::format::SEGMENT_HEADER_LEN as u64
-        + kept_bytes
-        + crate::format::padded_record_len(snapshot_len) as u64;
+/// The file length of a compacted segment holding `kept_bytes` of records and a snapshot of
+/// `snapshot_len` bytes of records.
+fn compacted_len(kept_bytes: u64, snapshot_len: u64) -> u64 {
+    let needed = crate::format::SEGMENT_HEADER_LEN as u64 + kept_bytes + snapshot_len;
     needed
         .next_multiple_of(4096)
         .max(crate::format::MIN_COMPACTED_LEN)
+}
+
+/// The snapshot of `states` as record bodies, each within the format's body limit (docs/FORMAT.md,
+/// "Snapshot body"). A job state too large for a record alone cannot be written by this build
+/// (job events are limited, see `MAX_EVENT_BYTES`); an older store's may be, and is an error.
+fn snapshot_parts(states: &[crate::job::JobState]) -> Result<Vec<Vec<u8>>> {
+    let states_json = states
+        .iter()
+        .map(serde_json::to_vec)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::invalid("snapshot", e.to_string()))?;
+    let max_body = crate::format::MAX_RECORD_BODY_BYTES as usize;
+    crate::format::encode_snapshot_parts(&states_json, max_body).map_err(|reason| {
+        Error::invalid(
+            "snapshot",
+            format!("{reason}; delete the job with the oversized state, then compact"),
+        )
+    })
+}
+
+/// Bytes of the records that hold a snapshot in these bodies.
+fn snapshot_bytes(parts: &[Vec<u8>]) -> u64 {
+    parts
+        .iter()
+        .map(|part| crate::format::padded_record_len(part.len()) as u64)
+        .sum()
 }
 
 fn elapsed_us(started: Instant) -> u64 {

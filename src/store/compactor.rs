@@ -70,10 +70,8 @@ fn run(shared: &Shared, inner: &Weak<Inner>) {
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        let retention = inner.options.retention;
-        if let Err(error) = inner.compact(&retention, super::compact::How::Background, &mut |_| {})
-        {
-            tracing::error!(%error, dir = %inner.dir.display(), "cairn: background compaction failed");
-        }
+        // A failure (or a caught panic) is counted and logged there; the thread carries on
+        // and tries again at the next request.
+        let _ = inner.compact_unattended();
     }
 }

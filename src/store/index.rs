@@ -61,6 +61,9 @@ pub(crate) struct Index {
     /// Estimated bytes of records that compaction would drop: job events (folded into a
     /// snapshot), checkpoints pushed out of the retention window, deleted jobs' records.
     dead_bytes: u64,
+    /// The sequence number of the snapshot whose parts are being replayed: its next part (or
+    /// final record) carries the same number.
+    snapshot_in_parts: Option<u64>,
 }
 
 /// Timestamps are stored in microseconds; the live index uses the same precision so that a
@@ -77,6 +80,7 @@ impl Index {
             last_replayed_seq: 0,
             keep_last: keep_last.max(1),
             dead_bytes: 0,
+            snapshot_in_parts: None,
         }
     }
 
@@ -261,12 +265,17 @@ impl Index {
         let seq = record.header.seq;
         // Recovery hands records over in increasing order; bytes that claim otherwise are
         // damage, not a reason to panic.
-        if seq <= self.last_replayed_seq {
+        let next_part = matches!(
+            record.header.kind,
+            RecordKind::Snapshot | RecordKind::SnapshotPart
+        ) && self.snapshot_in_parts == Some(seq);
+        if seq <= self.last_replayed_seq && !next_part {
             return Err(format!(
                 "record {seq} is not newer than record {}",
                 self.last_replayed_seq
             ));
         }
+        self.snapshot_in_parts = None;
         let bytes = record.header.padded_len() as u64;
         match record.header.kind {
             RecordKind::Checkpoint => {
@@ -298,10 +307,13 @@ impl Index {
                     bytes,
                 );
             }
-            RecordKind::Snapshot => {
+            RecordKind::Snapshot | RecordKind::SnapshotPart => {
                 let body: SnapshotBody = serde_json::from_slice(record.body)
                     .map_err(|e| format!("record {seq}: snapshot does not decode: {e}"))?;
                 self.snapshot(body);
+                if record.header.kind == RecordKind::SnapshotPart {
+                    self.snapshot_in_parts = Some(seq);
+                }
             }
             RecordKind::Seal | RecordKind::Mark => {}
         }

@@ -101,6 +101,9 @@ impl Store {
 
     /// Appends a job event and returns its sequence number; durable on return under
     /// [`Durability::Sync`](crate::Durability::Sync). The helpers below cover the usual ones.
+    /// An event whose JSON is longer than [`Options::max_payload`](crate::Options::max_payload)
+    /// or [`MAX_EVENT_BYTES`](crate::MAX_EVENT_BYTES) is refused with
+    /// [`Error::PayloadTooLarge`].
     pub fn record(&self, job: &str, event: &JobEvent) -> Result<u64> {
         self.check_writable()?;
         self.check_job_name(job)?;
@@ -108,7 +111,8 @@ impl Store {
             job: job.into(),
             source,
         })?;
-        let limit = self.inner.options.max_payload_bytes;
+        // Also bounded whatever the options say, so that a job's state fits a snapshot record.
+        let limit = (self.inner.options.max_payload_bytes).min(crate::options::MAX_EVENT_BYTES);
         if event_json.len() as u64 > limit {
             return Err(Error::PayloadTooLarge {
                 job: job.into(),

@@ -1,6 +1,7 @@
 //! Counters and gauges for monitoring a store.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use serde::Serialize;
 
@@ -12,11 +13,38 @@ pub(crate) struct Counters {
     pub validation_failures: AtomicU64,
     pub compressed_saves: AtomicU64,
     pub bytes_appended: AtomicU64,
+    /// Failed compactions the store ran on its own, and the last one's error until one
+    /// succeeds.
+    compaction_failures: AtomicU64,
+    last_compaction_error: Mutex<Option<String>>,
 }
 
 impl Counters {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn compaction_failed(&self, error: String) {
+        Counters::add(&self.compaction_failures, 1);
+        *self.last_error() = Some(error);
+    }
+
+    pub fn compaction_succeeded(&self) {
+        *self.last_error() = None;
+    }
+
+    pub fn compaction_failures(&self) -> u64 {
+        Counters::get(&self.compaction_failures)
+    }
+
+    pub fn last_compaction_error(&self) -> Option<String> {
+        self.last_error().clone()
+    }
+
+    fn last_error(&self) -> MutexGuard<'_, Option<String>> {
+        self.last_compaction_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn get(counter: &AtomicU64) -> u64 {
@@ -64,12 +92,21 @@ pub struct Metrics {
     /// The last save that needed a new segment was refused because the live data fills the
     /// size limit ([`Error::StoreFull`](crate::Error::StoreFull)).
     pub full: bool,
+    /// Compactions the store ran on its own (the background compactor, or a save making room
+    /// under the size limit) that failed. Each is also logged with `tracing::error!`.
+    pub compaction_failures: u64,
+    /// Why the last of those failed, unless one has succeeded since.
+    pub last_compaction_error: Option<String>,
 }
 
 impl Metrics {
-    /// True when the store accepts writes, is not full, and recovery found nothing wrong.
+    /// True when the store accepts writes, is not full, recovery found nothing wrong, and the
+    /// last compaction the store ran on its own did not fail.
     pub fn is_healthy(&self) -> bool {
-        self.poisoned.is_none() && self.recovery_findings == 0 && !self.full
+        self.poisoned.is_none()
+            && self.recovery_findings == 0
+            && !self.full
+            && self.last_compaction_error.is_none()
     }
 }
 

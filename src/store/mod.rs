@@ -210,7 +210,7 @@ impl Store {
                         decode_checkpoint_body(record.version, record.body)?.data_json
                     }
                     RecordKind::JobEvent => decode_event_body(record.body)?.event_json,
-                    RecordKind::Snapshot => record.body.to_vec(),
+                    RecordKind::Snapshot | RecordKind::SnapshotPart => record.body.to_vec(),
                     RecordKind::Seal | RecordKind::Mark => return Ok(()),
                 };
                 serde_json::from_slice::<serde::de::IgnoredAny>(&json)
@@ -279,6 +279,8 @@ impl Store {
             dead_bytes_estimate: self.index().dead_bytes(),
             size_limit_bytes: self.inner.options.retention.max_bytes,
             full: self.inner.full.load(std::sync::atomic::Ordering::Relaxed),
+            compaction_failures: self.inner.counters.compaction_failures(),
+            last_compaction_error: self.inner.counters.last_compaction_error(),
         }
     }
 
@@ -322,10 +324,7 @@ impl Store {
     }
 
     fn compact_for_room(&self) -> Result<()> {
-        let retention = self.inner.options.retention;
-        self.inner
-            .compact(&retention, compact::How::Background, &mut |_| {})
-            .map(|_| ())
+        self.inner.compact_unattended().map(|_| ())
     }
 
     /// After a record was appended: notes a refused save for health, and wakes the

@@ -32,7 +32,8 @@ pub fn check_decode(data: &[u8]) {
             Record::Seal { seq, len, .. }
             | Record::JobEvent { seq, len, .. }
             | Record::Snapshot { seq, len }
-            | Record::Mark { seq, len, .. },
+            | Record::Mark { seq, len, .. }
+            | Record::SnapshotPart { seq, len },
         ) => {
             assert_eq!(
                 (found.seq, &found.checkpoint),

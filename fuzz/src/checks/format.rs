@@ -14,6 +14,9 @@ pub const KIND_JOB_EVENT: u8 = 3;
 pub const KIND_SNAPSHOT: u8 = 4;
 /// A mark record: proves records up to its `durable_seq` durable (format 4).
 pub const KIND_MARK: u8 = 5;
+/// A snapshot part: a record of a snapshot before its last one, in a compacted segment
+/// (format 4).
+pub const KIND_SNAPSHOT_PART: u8 = 6;
 /// The newest segment format: this build writes it and reads it and every older one.
 pub const FORMAT_VERSION: u16 = 4;
 /// Checkpoint data codecs (format version 2).
@@ -320,6 +323,9 @@ pub enum Record {
         durable_seq: u64,
         len: usize,
     },
+    /// A snapshot part (valid only right before another part or the snapshot record, with
+    /// the same sequence number, in a compacted segment of format 4 or later).
+    SnapshotPart { seq: u64, len: usize },
     /// A job event: recovery does not decode its body (FORMAT.md: `verify` does).
     JobEvent {
         seq: u64,
@@ -345,7 +351,7 @@ pub fn decode_record(version: u16, salt: u32, bytes: &[u8]) -> Record {
     let kind = head[28];
     let header_ok = head.iter().any(|&b| b != 0)
         && le_u32(head, 4) == Some(salted_crc(salt, &head[8..]))
-        && (KIND_CHECKPOINT..=KIND_MARK).contains(&kind)
+        && ((KIND_CHECKPOINT..=KIND_MARK).contains(&kind) || kind == KIND_SNAPSHOT_PART)
         && head[29..32] == [0, 0, 0]
         && (1..SEQ_LIMIT).contains(&seq)
         && durable_seq < seq
@@ -389,6 +395,13 @@ pub fn decode_record(version: u16, salt: u32, bytes: &[u8]) -> Record {
             return Record::Invalid;
         }
         return Record::Snapshot { seq, len };
+    }
+    if kind == KIND_SNAPSHOT_PART {
+        // FORMAT.md: snapshot parts exist from format 4 on, in compacted segments only.
+        if version < 4 {
+            return Record::Invalid;
+        }
+        return Record::SnapshotPart { seq, len };
     }
     if kind == KIND_JOB_EVENT {
         // FORMAT.md: a job event in a version 1 segment is damage. Its body must decode to a

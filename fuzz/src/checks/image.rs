@@ -181,7 +181,7 @@ impl Contents {
             }
             // The targets never build compacted segments: a snapshot in theirs is damage.
             Record::Invalid | Record::BadBody { .. } | Record::Seal { .. } => {}
-            Record::Snapshot { .. } | Record::Mark { .. } => {}
+            Record::Snapshot { .. } | Record::SnapshotPart { .. } | Record::Mark { .. } => {}
             Record::JobEvent { .. } => {}
         }
     }

@@ -111,6 +111,14 @@ fn write_summary(
     if report.over_limit {
         writeln!(out, "warning:      {}", over_limit_warning(retention))?;
     }
+    if report.replaced_files_left > 0 {
+        writeln!(
+            out,
+            "warning:      {} replaced segment file(s) could not be removed; the next writer to \
+             open the store removes them",
+            report.replaced_files_left
+        )?;
+    }
     Ok(())
 }
 

@@ -91,8 +91,8 @@ fn bench_open(c: &mut Criterion) {
                     dir
                 },
                 |dir| {
-                    let store = Store::open_with(dir.path(), options(Durability::Sync))
-                        .expect("open");
+                    let store =
+                        Store::open_with(dir.path(), options(Durability::Sync)).expect("open");
                     assert_eq!(store.last_seq(), SAVES);
                     (store, dir)
                 },

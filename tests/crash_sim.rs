@@ -28,8 +28,12 @@ const MODES: [CrashMode; 4] = [
     CrashMode::TornPages,
 ];
 
+/// Background compaction stays off: this test keeps every save in its model
+/// (tests/crash_sim_compaction.rs crashes compactions).
 fn options() -> Options {
-    Options::default().segment_size(64 * 1024)
+    Options::default()
+        .segment_size(64 * 1024)
+        .auto_compact(cairn::AutoCompact::disabled())
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -199,8 +203,10 @@ fn check_crash_state(crashed: &SimDisk, model: &Model, context: &str) {
     let acked = acked_saves.len();
     assert!(
         found.len() >= acked,
-        "{context}: {acked} saves acknowledged, {} found",
-        found.len()
+        "{context}: {acked} saves acknowledged, {} found; files {:?}; {:?}",
+        found.len(),
+        before.iter().map(|(p, b)| (p, b.len())).collect::<Vec<_>>(),
+        store.recovery_report()
     );
     assert_eq!(
         &found[..acked],

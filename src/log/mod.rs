@@ -103,6 +103,15 @@ pub(crate) struct Log {
     compaction_bytes: std::sync::atomic::AtomicU64,
 }
 
+/// Counts every record up to `seq` as durable, unless the log is poisoned: a failure of
+/// another path (a write) may have poisoned it meanwhile, and then nothing counts as durable
+/// any more.
+fn publish_durable(sync: &mut SyncState, seq: u64) {
+    if sync.poisoned.is_none() {
+        sync.synced_seq = sync.synced_seq.max(seq);
+    }
+}
+
 /// The group-commit leader's duty: whatever happens to its sync, even a panic, the leader flag
 /// is cleared and the waiters are woken, so none of them waits for a sync no one runs.
 struct Leading<'a>(&'a Log);
@@ -226,10 +235,9 @@ impl Log {
         };
         if let Some(writer) = log.writer.as_ref() {
             let mut writer = lock(writer);
-            // Records of this build's format never go into an older segment, and a tail with
-            // no room left for a record must be sealed before the log continues elsewhere:
-            // seal it (recovery synced everything in it) and continue in a new one.
-            if writer.segment().header.version < FORMAT_VERSION || !writer.fits(0) {
+            // Records of this build's format never go into an older segment: seal it
+            // (recovery synced everything in it) and continue in a new one.
+            if writer.segment().header.version < FORMAT_VERSION {
                 log.roll_over(&mut writer)?;
             }
             // Recovery made every record it kept durable: prove it on disk, so that damage to
@@ -254,6 +262,16 @@ impl Log {
         let writer = self.writer.as_ref().ok_or(Error::ReadOnly)?;
         let mut writer = lock(writer);
         lock(&self.sync).check_poisoned()?;
+        if !writer.fits_a_new_segment(body.len()) {
+            return Err(Error::invalid(
+                "record",
+                format!(
+                    "a body of {} bytes does not fit a segment of {} bytes",
+                    body.len(),
+                    writer.segment_size()
+                ),
+            ));
+        }
         if !writer.fits(body.len()) {
             if !past_limit {
                 self.check_room(writer.segment_size())?;
@@ -284,29 +302,30 @@ impl Log {
     fn roll_over(&self, writer: &mut Writer) -> Result<()> {
         let next = writer.create_next(self.storage.as_ref(), &self.dir)?;
         let segment = writer.segment();
-        self.sync_segment(&segment, writer.offset(), writer.last_seq())?;
+        // Nothing is published before the seal, the proof of this sync, is written and synced:
+        // a saver acknowledged in between could lose its proof in a crash.
+        self.sync_segment(&segment, writer.offset(), None)?;
         let seal_seq = self.poison_on_err(writer.write_seal())?;
-        self.sync_segment(&segment, writer.offset(), seal_seq)?;
+        self.sync_segment(&segment, writer.offset(), Some(seal_seq))?;
         writer.switch_to(next);
         let segment = writer.segment();
         self.segments_write().insert(segment.id, segment);
         Ok(())
     }
 
-    /// Syncs `segment` up to `end`, which holds every record up to `covers_seq`. The only
-    /// path by which anything in the log becomes durable: serialized by the sync gate, refused
-    /// once the log is poisoned, and poisoning it on failure.
-    fn sync_segment(&self, segment: &Segment, end: u64, covers_seq: u64) -> Result<()> {
+    /// Syncs `segment` up to `end`. The only path by which anything in the log becomes
+    /// durable: serialized by the sync gate, refused once the log is poisoned, and poisoning
+    /// it on failure. With `publish`, records up to that number count as durable at once;
+    /// without, the caller publishes once the proof of the sync is written (a mark, a seal).
+    fn sync_segment(&self, segment: &Segment, end: u64, publish: Option<u64>) -> Result<()> {
         let _gate = lock(&self.sync_gate);
         lock(&self.sync).check_poisoned()?;
         let result = segment.sync_to(end);
         let mut sync = lock(&self.sync);
         let outcome = match result {
             Ok(()) => {
-                // A failure of another path (a write) may have poisoned the log meanwhile:
-                // then nothing counts as durable any more.
-                if sync.poisoned.is_none() {
-                    sync.synced_seq = sync.synced_seq.max(covers_seq);
+                if let Some(seq) = publish {
+                    publish_durable(&mut sync, seq);
                 }
                 Ok(())
             }
@@ -325,6 +344,12 @@ impl Log {
         };
         self.synced.notify_all();
         outcome
+    }
+
+    /// Counts every record up to `seq` as durable and wakes the savers waiting for it.
+    fn publish_durable(&self, seq: u64) {
+        publish_durable(&mut lock(&self.sync), seq);
+        self.synced.notify_all();
     }
 
     /// Every record up to this sequence number is durable.
@@ -417,11 +442,16 @@ impl Log {
                 let writer = lock(writer);
                 (writer.segment(), writer.offset(), writer.last_seq())
             };
-            self.sync_segment(&segment, end, last_seq)?;
-            drop(leading);
+            self.sync_segment(&segment, end, None)?;
+            // The savers this sync covered are acknowledged only once the mark proving it is
+            // written (in the page cache, so it survives a crash of the process). Lock order:
+            // the gate is released; the writer lock comes before the sync state.
             let mut writer = lock(writer);
-            self.write_mark(&mut writer, self.durable_seq())?;
+            let covered = last_seq.max(self.durable_seq());
+            self.write_mark(&mut writer, covered)?;
+            self.publish_durable(covered);
             drop(writer);
+            drop(leading);
             sync = lock(&self.sync);
         }
     }
@@ -443,8 +473,12 @@ impl Log {
             return Ok(());
         };
         self.sync_all()?;
-        let writer = lock(writer);
-        self.sync_segment(&writer.segment(), writer.offset(), writer.last_seq())
+        let mut writer = lock(writer);
+        if !writer.proves_all() {
+            // The segment had no room left for the mark: seal it, which proves it whole.
+            self.roll_over(&mut writer)?;
+        }
+        self.sync_segment(&writer.segment(), writer.offset(), Some(writer.last_seq()))
     }
 
     /// A corruption error at a record of this log.

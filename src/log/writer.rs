@@ -134,6 +134,19 @@ impl Writer {
         self.offset
     }
 
+    /// Whether a record with this body fits in an empty segment, with room for a mark and
+    /// the seal after it. The store's limits (`Options::max_record_body_bytes`) make sure it
+    /// does; the log checks again rather than trust every caller.
+    pub fn fits_a_new_segment(&self, body_len: usize) -> bool {
+        (SEGMENT_HEADER_LEN + padded_record_len(body_len)) as u64 + TAIL_RESERVE
+            <= self.segment_size
+    }
+
+    /// Whether the log proves every record written durable.
+    pub fn proves_all(&self) -> bool {
+        self.proven_seq == self.next_seq - 1
+    }
+
     /// Whether the current segment holds a record (marks aside).
     pub fn holds_records(&self) -> bool {
         self.segment_records > 0
@@ -199,7 +212,7 @@ impl Writer {
     }
 
     /// Writes a mark record saying that every record up to `durable_seq` is durable, unless
-    /// the log proves that already. The caller has just seen a sync covering those records
+    /// the log proves that already or the segment has no room left for it. The caller has just seen a sync covering those records
     /// succeed. A mark is not synced on its own: it reaches the disk with the next sync, and
     /// until then survives a crash of the process (it is in the page cache). Returns whether a
     /// mark was written.
@@ -218,9 +231,13 @@ impl Writer {
             self.segment.header.version >= MARK_VERSION && !self.segment.header.compacted,
             "marks go only into current-format, uncompacted segments"
         );
-        // The room is reserved after every record (TAIL_RESERVE), and at most one mark
-        // follows a record: a later mark would have to prove more, which needs a new record.
-        assert!(self.offset + MARK_LEN + SEAL_LEN <= self.segment.usable_len());
+        // Room for one mark is reserved after every record (TAIL_RESERVE), but several marks
+        // can follow the last record when syncs that started before it was written finish
+        // one after another. Without room, no mark: the next record rolls over, and the
+        // seal then proves everything before it (a clean close does that at once).
+        if self.offset + MARK_LEN + SEAL_LEN > self.segment.usable_len() {
+            return Ok(false);
+        }
         let header = RecordHeader {
             seq: self.next_seq,
             durable_seq,

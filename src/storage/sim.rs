@@ -1,16 +1,28 @@
 //! A simulated disk for crash and fault tests (feature `testing`).
 //!
-//! Every file has a *live* image (what the running program sees: the page cache) and a
-//! *durable* image (what survives a power loss). A write changes the live image; a sync copies
-//! the synced pages from live to durable. Directory operations change the live namespace at
-//! once and the durable namespace only at a directory sync.
+//! Every file has a *live* image (what the running program sees: the page cache), a *durable*
+//! image (what survives a power loss), and a set of *dirty* pages (written since they were last
+//! written back). A write changes the live image and marks its pages dirty; a sync copies the
+//! dirty pages of its range from live to durable and marks them clean. Directory operations
+//! change the live namespace at once and the durable namespace only at a directory sync.
+//!
+//! A failed sync behaves as Linux does (Rebello et al., "Can applications recover from fsync
+//! failures?", USENIX ATC '20; the PostgreSQL fsync lesson): the kernel reports the error once
+//! and marks *every* dirty page of the file clean without writing it (fdatasync writes back the
+//! whole file, so one failed write-back can cost any page of it). Those bytes stay in the live
+//! image, so reads still return them, but they never reach the durable image unless they are
+//! written again: a later sync "succeeds" without writing them, and a crash loses them. Nothing
+//! retries a failed write-back for the program.
 //!
 //! [`SimDisk::crash`] builds the disk as it could be found after a power loss at this moment:
-//! every synced byte is kept; every unsynced sector is lost, kept, or (torn) some of each, in
-//! any order; directory operations since the last directory sync survive as a prefix. Faults
-//! fail the n-th write, sync or file creation, or make a write short.
+//! every durable byte is kept; every sector of a dirty page that differs from the durable image
+//! is lost, kept, or (torn) some of each, in any order; a clean page that never reached the
+//! durable image (its sync failed) is lost; directory operations since the last directory sync
+//! survive as a prefix. A crash of the process alone, with the machine up, is a reopen on the
+//! same `SimDisk`: the new process reads the live images. Faults fail the n-th write or sync
+//! (EIO, or ENOSPC at write-back) or file creation, or make a write short.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,16 +34,18 @@ const SECTOR_BYTES: usize = 512;
 /// Granularity of syncs (msync works on whole pages).
 const PAGE_BYTES: u64 = 4096;
 
-/// What a crash keeps of the writes that were not synced.
+/// What a power loss keeps of the dirty pages (written, not yet written back). Pages whose
+/// write-back failed are clean and never survive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashMode {
-    /// Nothing unsynced survives.
+    /// No dirty page survives.
     LoseUnsynced,
-    /// Everything written survives (a crash of the process, not the machine).
+    /// Every dirty page survives (the kernel wrote everything back just before the power
+    /// loss). A crash of the process alone is a reopen on the same disk instead.
     KeepUnsynced,
-    /// Each unsynced 512-byte sector independently survives or not.
+    /// Each changed 512-byte sector of a dirty page independently survives or not.
     TornSectors,
-    /// Each unsynced 4 KiB page independently survives or not.
+    /// Each changed dirty 4 KiB page independently survives or not.
     TornPages,
 }
 
@@ -59,8 +73,13 @@ pub enum Fault {
     FailWrite(u64),
     /// The n-th write writes only its first half, then fails with EIO.
     ShortWrite(u64),
-    /// The n-th sync fails with EIO; the pages it should have synced stay unsynced.
+    /// The n-th sync fails with EIO. As on Linux, every dirty page of the file is marked clean
+    /// without being written: reads still return those bytes, a later sync does not write
+    /// them, and a crash loses them.
     FailSync(u64),
+    /// The n-th sync fails with ENOSPC (a file system that allocates at write-back, such as
+    /// btrfs, found no room), with the same consequences as [`Fault::FailSync`].
+    SyncNoSpace(u64),
     /// The n-th file creation or extension fails with ENOSPC.
     NoSpace(u64),
     /// The n-th removal of an existing file (counting from 1, from now) fails with EIO,
@@ -123,6 +142,40 @@ impl Drop for LiveBuf {
 struct SimFile {
     live: Arc<LiveBuf>,
     durable: Vec<u8>,
+    /// Indexes of the pages written since they were last written back or dropped.
+    dirty: BTreeSet<usize>,
+}
+
+impl SimFile {
+    /// A file whose live and durable images are both `bytes`.
+    fn clean(bytes: Vec<u8>) -> SimFile {
+        SimFile {
+            live: LiveBuf::new(bytes.clone()),
+            durable: bytes,
+            dirty: BTreeSet::new(),
+        }
+    }
+
+    /// The byte range of page `page`, cut at the end of the file.
+    fn page_range(&self, page: usize) -> std::ops::Range<usize> {
+        let start = page * PAGE_BYTES as usize;
+        start..(start + PAGE_BYTES as usize).min(self.durable.len())
+    }
+
+    /// Writes back the dirty pages among `pages` (a successful sync) from `live`, the image
+    /// the syncing handle maps (the file's own, unless it was extended since).
+    fn write_back(&mut self, live: &LiveBuf, pages: std::ops::Range<usize>) {
+        let due: Vec<usize> = self.dirty.range(pages).copied().collect();
+        for page in due {
+            let range = self.page_range(page);
+            let end = range.end.min(live.len());
+            if range.start < end {
+                self.durable[range.start..end]
+                    .copy_from_slice(live.slice(range.start, end - range.start));
+            }
+            self.dirty.remove(&page);
+        }
+    }
 }
 
 enum DirOp {
@@ -147,10 +200,18 @@ struct DiskState {
 }
 
 type Hook = Box<dyn FnMut(&SimDisk, Step) + Send>;
+type ConcurrentHook = Arc<dyn Fn(&SimDisk, Step) + Send + Sync>;
 
 struct DiskInner {
     state: Mutex<DiskState>,
     hook: Mutex<Option<Hook>>,
+    concurrent_hook: Mutex<Option<ConcurrentHook>>,
+}
+
+thread_local! {
+    /// Set while this thread runs a concurrent hook, so that operations the hook makes do not
+    /// call it again.
+    static IN_CONCURRENT_HOOK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// A simulated disk. Cloning gives another handle to the same disk.
@@ -214,6 +275,18 @@ fn fail_this_removal(faults: &mut Vec<Fault>) -> bool {
     due
 }
 
+/// Marks the pages of `file` that `len` bytes written at `offset` touch as dirty.
+fn mark_dirty(state: &mut DiskState, file: u64, offset: usize, len: usize) {
+    if len == 0 {
+        return;
+    }
+    if let Some(file) = state.files.get_mut(&file) {
+        let page = PAGE_BYTES as usize;
+        file.dirty
+            .extend(offset / page..(offset + len).div_ceil(page));
+    }
+}
+
 /// Takes the fault due at this count, if any.
 fn take_fault(faults: &mut Vec<Fault>, matches: impl Fn(&Fault) -> bool) -> Option<Fault> {
     let index = faults.iter().position(matches)?;
@@ -227,6 +300,7 @@ impl SimDisk {
             inner: Arc::new(DiskInner {
                 state: Mutex::new(DiskState::default()),
                 hook: Mutex::new(None),
+                concurrent_hook: Mutex::new(None),
             }),
         }
     }
@@ -248,8 +322,25 @@ impl SimDisk {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::new(hook));
     }
 
-    /// Removes the hook.
+    /// Calls `hook` after every operation of every thread, even while another thread is inside
+    /// it: so a test can hold one thread at a chosen step (holding whatever locks it holds
+    /// there) while others go on. An operation the hook itself makes does not call it again.
+    /// Independent of [`SimDisk::set_hook`], whose calls never overlap.
+    pub fn set_concurrent_hook(&self, hook: impl Fn(&SimDisk, Step) + Send + Sync + 'static) {
+        *self
+            .inner
+            .concurrent_hook
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(hook));
+    }
+
+    /// Removes both hooks.
     pub fn clear_hook(&self) {
+        *self
+            .inner
+            .concurrent_hook
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         *self
             .inner
             .hook
@@ -269,6 +360,7 @@ impl SimDisk {
             Fault::FailWrite(n) => Fault::FailWrite(state.writes + n),
             Fault::ShortWrite(n) => Fault::ShortWrite(state.writes + n),
             Fault::FailSync(n) => Fault::FailSync(state.syncs + n),
+            Fault::SyncNoSpace(n) => Fault::SyncNoSpace(state.syncs + n),
             Fault::NoSpace(n) => Fault::NoSpace(state.creates + n),
             // Counted down by each removal instead of against a running count.
             Fault::FailRemove(n) => Fault::FailRemove(n),
@@ -283,6 +375,18 @@ impl SimDisk {
 
     fn after(&self, step: Step) {
         self.state().steps += 1;
+        let concurrent = self
+            .inner
+            .concurrent_hook
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(hook) = concurrent
+            && !IN_CONCURRENT_HOOK.with(|inside| inside.replace(true))
+        {
+            hook(self, step);
+            IN_CONCURRENT_HOOK.with(|inside| inside.set(false));
+        }
         let hook = self
             .inner
             .hook
@@ -332,13 +436,7 @@ impl SimDisk {
                 continue;
             };
             let bytes = crash_image(file, mode, &mut coin);
-            crashed.files.insert(
-                *id,
-                SimFile {
-                    live: LiveBuf::new(bytes.clone()),
-                    durable: bytes,
-                },
-            );
+            crashed.files.insert(*id, SimFile::clean(bytes));
             crashed.live_names.insert(path.clone(), *id);
         }
         crashed.durable_names = crashed.live_names.clone();
@@ -346,6 +444,7 @@ impl SimDisk {
             inner: Arc::new(DiskInner {
                 state: Mutex::new(crashed),
                 hook: Mutex::new(None),
+                concurrent_hook: Mutex::new(None),
             }),
         }
     }
@@ -362,13 +461,7 @@ impl SimDisk {
         let mut state = self.state();
         let id = state.next_id;
         state.next_id += 1;
-        state.files.insert(
-            id,
-            SimFile {
-                live: LiveBuf::new(bytes.clone()),
-                durable: bytes,
-            },
-        );
+        state.files.insert(id, SimFile::clean(bytes));
         state.live_names.insert(path.to_path_buf(), id);
         state.durable_names.insert(path.to_path_buf(), id);
     }
@@ -395,20 +488,25 @@ fn apply_dir_op(names: &mut BTreeMap<PathBuf, u64>, op: &DirOp) {
     }
 }
 
-/// The durable image with some of the unsynced sectors or pages applied.
+/// The durable image with some of the dirty pages' changed sectors or pages applied. Pages
+/// that are not dirty are not written back by anyone: their live bytes are lost.
 fn crash_image(file: &SimFile, mode: CrashMode, coin: &mut impl FnMut() -> bool) -> Vec<u8> {
-    let live = file.live.slice(0, file.live.len());
     let mut image = file.durable.clone();
     let unit = match mode {
         CrashMode::LoseUnsynced => return image,
-        CrashMode::KeepUnsynced => return live.to_vec(),
+        CrashMode::KeepUnsynced => PAGE_BYTES as usize,
         CrashMode::TornSectors => SECTOR_BYTES,
         CrashMode::TornPages => PAGE_BYTES as usize,
     };
-    for (start, chunk) in live.chunks(unit).enumerate().map(|(i, c)| (i * unit, c)) {
-        let end = start + chunk.len();
-        if image[start..end] != *chunk && coin() {
-            image[start..end].copy_from_slice(chunk);
+    for &page in &file.dirty {
+        let range = file.page_range(page);
+        let live = file.live.slice(range.start, range.len());
+        for (i, chunk) in live.chunks(unit).enumerate() {
+            let start = range.start + i * unit;
+            let end = start + chunk.len();
+            if image[start..end] != *chunk && (mode == CrashMode::KeepUnsynced || coin()) {
+                image[start..end].copy_from_slice(chunk);
+            }
         }
     }
     image
@@ -465,11 +563,15 @@ impl SegmentFile for SimSegment {
                 Some(Fault::ShortWrite(_)) => {
                     let half = len / 2;
                     self.live.write(start, &data[..half]);
+                    mark_dirty(&mut state, self.id, start, half);
                     drop(state);
                     self.disk.after(Step::Write);
                     return Err(eio());
                 }
-                _ => self.live.write(start, data),
+                _ => {
+                    self.live.write(start, data);
+                    mark_dirty(&mut state, self.id, start, len);
+                }
             }
         }
         self.disk.after(Step::Write);
@@ -482,19 +584,25 @@ impl SegmentFile for SimSegment {
             let mut state = self.disk.state();
             state.syncs += 1;
             let count = state.syncs;
-            if take_fault(
+            let fault = take_fault(
                 &mut state.faults,
-                |f| matches!(f, Fault::FailSync(n) if *n == count),
-            )
-            .is_some()
-            {
-                return Err(eio());
+                |f| matches!(f, Fault::FailSync(n) | Fault::SyncNoSpace(n) if *n == count),
+            );
+            let file = state.files.get_mut(&self.id);
+            if let Some(fault) = fault {
+                // The kernel gives up on every dirty page of the file and reports it once.
+                if let Some(file) = file {
+                    file.dirty.clear();
+                }
+                return Err(match fault {
+                    Fault::SyncNoSpace(_) => io::Error::from_raw_os_error(libc::ENOSPC),
+                    _ => eio(),
+                });
             }
-            let start = (offset / PAGE_BYTES * PAGE_BYTES) as usize;
-            let end = (offset + len).next_multiple_of(PAGE_BYTES).min(self.len()) as usize;
-            let live = self.live.slice(start, end - start).to_vec();
-            if let Some(file) = state.files.get_mut(&self.id) {
-                file.durable[start..end].copy_from_slice(&live);
+            let first = (offset / PAGE_BYTES) as usize;
+            let end = (offset + len).div_ceil(PAGE_BYTES) as usize;
+            if let Some(file) = file {
+                file.write_back(&self.live, first..end);
             }
         }
         self.disk.after(Step::Sync);
@@ -549,14 +657,9 @@ impl Storage for SimDisk {
             }
             let id = state.next_id;
             state.next_id += 1;
-            let live = LiveBuf::new(vec![0; len as usize]);
-            state.files.insert(
-                id,
-                SimFile {
-                    live: live.clone(),
-                    durable: vec![0; len as usize],
-                },
-            );
+            let file = SimFile::clean(vec![0; len as usize]);
+            let live = file.live.clone();
+            state.files.insert(id, file);
             state.live_names.insert(path.to_path_buf(), id);
             state
                 .pending_dir_ops
@@ -656,5 +759,149 @@ impl Storage for SimDisk {
 
     fn lock_dir(&self, _dir: &Path) -> crate::Result<Option<DirLock>> {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "/sim/file";
+    const LEN: u64 = 4 * PAGE_BYTES;
+
+    fn disk_with_file() -> (SimDisk, Box<dyn SegmentFile>) {
+        let disk = SimDisk::new();
+        disk.create_dir_all(Path::new("/sim")).unwrap();
+        let file = disk.create_segment(Path::new(FILE), LEN).unwrap();
+        disk.sync_dir(Path::new("/sim")).unwrap();
+        (disk, file)
+    }
+
+    /// The bytes a power loss in `mode` leaves at `offset..offset + len` of the file.
+    fn after_crash(disk: &SimDisk, mode: CrashMode, offset: usize, len: usize) -> Vec<u8> {
+        let crashed = disk.crash(mode, 1);
+        let bytes = crashed
+            .read_file(Path::new(FILE))
+            .expect("the file survives");
+        bytes[offset..offset + len].to_vec()
+    }
+
+    #[test]
+    fn a_synced_write_survives_every_crash_and_an_unsynced_one_only_some() {
+        let (disk, file) = disk_with_file();
+        file.write(100, b"synced").unwrap();
+        file.sync(0, LEN).unwrap();
+        file.write(5000, b"unsynced").unwrap();
+        for mode in [
+            CrashMode::LoseUnsynced,
+            CrashMode::KeepUnsynced,
+            CrashMode::TornSectors,
+            CrashMode::TornPages,
+        ] {
+            assert_eq!(after_crash(&disk, mode, 100, 6), b"synced", "{mode:?}");
+        }
+        assert_eq!(after_crash(&disk, CrashMode::LoseUnsynced, 5000, 8), [0; 8]);
+        assert_eq!(
+            after_crash(&disk, CrashMode::KeepUnsynced, 5000, 8),
+            b"unsynced"
+        );
+    }
+
+    #[test]
+    fn a_sync_writes_back_only_the_dirty_pages_of_its_range() {
+        let (disk, file) = disk_with_file();
+        file.write(10, b"first page").unwrap();
+        file.write(PAGE_BYTES * 2 + 10, b"third page").unwrap();
+        file.sync(PAGE_BYTES * 2, 20).unwrap();
+        let crashed = disk.crash(CrashMode::LoseUnsynced, 0);
+        let bytes = crashed.read_file(Path::new(FILE)).unwrap();
+        assert_eq!(&bytes[10..20], [0; 10], "outside the synced range");
+        let third = (PAGE_BYTES * 2 + 10) as usize;
+        assert_eq!(&bytes[third..third + 10], b"third page");
+    }
+
+    #[test]
+    fn a_failed_sync_drops_every_dirty_page_of_the_file_for_good() {
+        let (disk, file) = disk_with_file();
+        file.write(10, b"acknowledged").unwrap();
+        file.sync(0, PAGE_BYTES).unwrap();
+        // Two dirty pages: one in the range of the sync that fails, one outside it.
+        file.write(PAGE_BYTES + 10, b"failed").unwrap();
+        file.write(PAGE_BYTES * 3 + 10, b"elsewhere").unwrap();
+        disk.inject(Fault::FailSync(1));
+        let err = file.sync(PAGE_BYTES, 100).expect_err("the fault fires");
+        assert_eq!(err.raw_os_error(), Some(libc::EIO));
+        // The error is reported once: a later sync of the same range and of the whole file
+        // succeeds, and writes nothing.
+        file.sync(PAGE_BYTES, 100).unwrap();
+        file.sync(0, LEN).unwrap();
+        // The page cache still returns the bytes.
+        assert_eq!(file.read(PAGE_BYTES + 10, 6).unwrap(), b"failed");
+        assert_eq!(file.read(PAGE_BYTES * 3 + 10, 9).unwrap(), b"elsewhere");
+        for mode in [
+            CrashMode::LoseUnsynced,
+            CrashMode::KeepUnsynced,
+            CrashMode::TornSectors,
+            CrashMode::TornPages,
+        ] {
+            let at = PAGE_BYTES as usize;
+            assert_eq!(after_crash(&disk, mode, at + 10, 6), [0; 6], "{mode:?}");
+            assert_eq!(after_crash(&disk, mode, 3 * at + 10, 9), [0; 9], "{mode:?}");
+            assert_eq!(
+                after_crash(&disk, mode, 10, 12),
+                b"acknowledged",
+                "{mode:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_page_written_again_after_a_failed_sync_is_written_back_whole() {
+        let (disk, file) = disk_with_file();
+        file.write(10, b"lost").unwrap();
+        disk.inject(Fault::FailSync(1));
+        file.sync(0, PAGE_BYTES).unwrap_err();
+        // A new write to the same page dirties it again: its write-back carries the whole
+        // page, the dropped bytes included, as the kernel writes whole pages.
+        file.write(20, b"again").unwrap();
+        file.sync(0, PAGE_BYTES).unwrap();
+        assert_eq!(after_crash(&disk, CrashMode::LoseUnsynced, 10, 4), b"lost");
+        assert_eq!(after_crash(&disk, CrashMode::LoseUnsynced, 20, 5), b"again");
+    }
+
+    #[test]
+    fn a_sync_without_space_fails_with_enospc_and_drops_the_pages_too() {
+        let (disk, file) = disk_with_file();
+        file.write(10, b"no room").unwrap();
+        disk.inject(Fault::SyncNoSpace(1));
+        let err = file.sync(0, PAGE_BYTES).expect_err("the fault fires");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+        file.sync(0, PAGE_BYTES).unwrap();
+        assert_eq!(file.read(10, 7).unwrap(), b"no room");
+        assert_eq!(after_crash(&disk, CrashMode::KeepUnsynced, 10, 7), [0; 7]);
+    }
+
+    #[test]
+    fn a_torn_crash_keeps_only_bytes_that_were_written() {
+        let (disk, file) = disk_with_file();
+        let data = vec![0xab; LEN as usize];
+        file.write(0, &data).unwrap();
+        for seed in 0..8 {
+            for mode in [CrashMode::TornSectors, CrashMode::TornPages] {
+                let crashed = disk.crash(mode, seed);
+                let bytes = crashed.read_file(Path::new(FILE)).unwrap();
+                let unit = if mode == CrashMode::TornPages {
+                    PAGE_BYTES as usize
+                } else {
+                    SECTOR_BYTES
+                };
+                for chunk in bytes.chunks(unit) {
+                    assert!(
+                        chunk.iter().all(|&b| b == 0) || chunk.iter().all(|&b| b == 0xab),
+                        "{mode:?} seed {seed}: a unit is torn inside"
+                    );
+                }
+            }
+        }
     }
 }

@@ -12,8 +12,8 @@
 //!   compaction, the [`CrashMode`] in bits 0..2 and the crash seed in bits 2..8);
 //! - 4: reopen; 5: crash (a [`CrashMode`] and a seed: the disk is replaced by what a power loss
 //!   would leave, and the store reopened on it); 6: inject a fault (a failed or short write, a
-//!   failed sync, a full disk, at the n-th operation of its kind from now); 7: check the
-//!   contents through the writer and through a read-only open.
+//!   failed sync (EIO, or ENOSPC at write-back), a full disk, at the n-th operation of its kind
+//!   from now); 7: check the contents through the writer and through a read-only open.
 //!
 //! At most 200 operations; every input ends with a crash and a last check. Saves and events
 //! both take one argument byte, so inputs written before events existed still parse into the
@@ -379,15 +379,20 @@ impl Model {
             self.faults_armed,
             "{context}: a write failed without a fault: {e}"
         );
-        let poisons = matches!(
-            &e,
-            Error::Poisoned { .. }
-                | Error::Io {
-                    op: "write record" | "write mark record",
-                    ..
-                }
-        );
-        let clean = matches!(&e, Error::DiskFull { .. })
+        // A sync that found no room (ENOSPC) is `DiskFull` and poisons; a full disk when
+        // creating a segment is `DiskFull` and leaves nothing.
+        let full_at_sync =
+            matches!(&e, Error::DiskFull { .. }) && store.metrics().poisoned.is_some();
+        let poisons = full_at_sync
+            || matches!(
+                &e,
+                Error::Poisoned { .. }
+                    | Error::Io {
+                        op: "write record" | "write mark record",
+                        ..
+                    }
+            );
+        let clean = (matches!(&e, Error::DiskFull { .. }) && !full_at_sync)
             || matches!(
                 &e,
                 Error::Io {
@@ -642,8 +647,11 @@ fn compact(store: &Store, disk: &SimDisk, model: &mut Model, context: &str) {
                     "{context}: poisoned, yet {e:?}"
                 );
             } else {
-                // The seal of the segment being written (a rollover) or the sync of the log.
-                let poisons = matches!(&e, Error::Poisoned { .. })
+                // The seal of the segment being written (a rollover) or the sync of the log
+                // (`DiskFull` when that sync found no room).
+                let full_at_sync = matches!(&e, Error::DiskFull { .. }) && poisoned;
+                let poisons = full_at_sync
+                    || matches!(&e, Error::Poisoned { .. })
                     || matches!(
                         &e,
                         Error::Io {
@@ -652,7 +660,7 @@ fn compact(store: &Store, disk: &SimDisk, model: &mut Model, context: &str) {
                         }
                     );
                 // Creating the next segment, or writing the compacted one before its rename.
-                let clean = matches!(&e, Error::DiskFull { .. })
+                let clean = (matches!(&e, Error::DiskFull { .. }) && !full_at_sync)
                     || matches!(
                         &e,
                         Error::Io {
@@ -710,11 +718,15 @@ fn crash(
     open_writer(disk, model, &format!("{context} crash {mode:?}"))
 }
 
+/// A fault: the first byte's bits 0..3 say at which operation of its kind (1 to 8), bit 3 picks
+/// ENOSPC rather than EIO for a failed sync; the second byte says which kind.
 fn fault(input: &mut Input) -> Fault {
-    let n = 1 + u64::from(input.u8() % 8);
+    let at = input.u8();
+    let n = 1 + u64::from(at % 8);
     match input.u8() % 4 {
         0 => Fault::FailWrite(n),
         1 => Fault::ShortWrite(n),
+        2 if at & 8 == 8 => Fault::SyncNoSpace(n),
         2 => Fault::FailSync(n),
         _ => Fault::NoSpace(n),
     }

@@ -15,14 +15,11 @@ use super::report::{Finding, FindingKind, RecoveryReport};
 use super::scan::{ScanOutcome, ScanRules, Visit, scan_segment};
 use super::segment::{
     COMPACTING_SUFFIX, CREATING_SUFFIX, DISCARDED_SUFFIX, Segment, parse_segment_file_name,
+    sync_error,
 };
 
 /// Files of a store directory that are not segments but belong there.
-const KNOWN_FILES: [&str; 3] = [
-    crate::storage::LOCK_FILE,
-    super::MARKER_FILE,
-    super::MARKER_TMP_FILE,
-];
+const KNOWN_FILES: [&str; 2] = [crate::storage::LOCK_FILE, super::MARKER_FILE];
 
 /// Where the writer continues after recovery.
 #[derive(Debug)]
@@ -88,7 +85,8 @@ fn list(storage: &dyn Storage, dir: &Path, report: &mut RecoveryReport) -> Resul
                 "{} was set aside by an earlier recovery",
                 entry.name
             ));
-        } else if !KNOWN_FILES.contains(&entry.name.as_str()) {
+        } else if !KNOWN_FILES.contains(&entry.name.as_str()) && !super::is_marker_tmp(&entry.name)
+        {
             report
                 .notes
                 .push(format!("ignored foreign file {}", entry.name));
@@ -275,7 +273,7 @@ pub(crate) fn recover(
         for segment in &kept {
             segment
                 .sync_to(segment.published_end())
-                .map_err(|e| Error::io("sync recovered segment", &segment.path, e))?;
+                .map_err(|e| sync_error("sync recovered segment", &segment.path, e))?;
         }
         if let Some(tail) = tail.as_mut() {
             repair_tail(storage, tail, &repairs, &mut report)?;
@@ -557,7 +555,7 @@ fn repair_tail(
         let path = tail.segment.path.clone();
         storage
             .extend_file(&path, len)
-            .map_err(|e| Error::io("restore segment length", &path, e))?;
+            .map_err(|e| sync_error("restore segment length", &path, e))?;
         let file = storage
             .open_segment(&path, true)
             .map_err(|e| Error::io("open segment", &path, e))?;
@@ -583,6 +581,6 @@ fn repair_tail(
     segment
         .sync_to(tail.valid_end)
         .and_then(|()| segment.file.zero_to_end(tail.valid_end))
-        .map_err(|e| Error::io("cut off the tail of", &segment.path, e))?;
+        .map_err(|e| sync_error("cut off the tail of", &segment.path, e))?;
     Ok(())
 }

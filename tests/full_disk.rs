@@ -145,6 +145,7 @@ fn full_disk_round(kind: FsKind) {
     cli_fills_the_disk(&mounted, context);
     library_fills_the_disk(&mounted, kind, context);
     kill9_round(&mounted, context);
+    a_hole_in_the_tail_is_reserved_again_or_the_open_fails(&mounted, context);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -293,11 +294,16 @@ fn free_bytes(dir: &Path) -> u64 {
 }
 
 /// Writes a file that leaves about [`LEFT_FREE_BYTES`] free, syncs it, and returns its path.
-/// Stops early, without failing, when the file system runs out sooner.
 fn fill(mount_point: &Path) -> PathBuf {
+    fill_leaving(mount_point, LEFT_FREE_BYTES)
+}
+
+/// Writes a file that leaves about `left_bytes` free, syncs it, and returns its path. Stops
+/// early, without failing, when the file system runs out sooner.
+fn fill_leaving(mount_point: &Path, left_bytes: u64) -> PathBuf {
     let path = mount_point.join("filler");
     let mut file = std::fs::File::create(&path).expect("create filler");
-    let target = free_bytes(mount_point).saturating_sub(LEFT_FREE_BYTES);
+    let target = free_bytes(mount_point).saturating_sub(left_bytes);
     let chunk = vec![0x66u8; 1 << 20];
     let mut written = 0u64;
     while written < target {
@@ -668,4 +674,81 @@ fn kill9_round(mounted: &Mounted, fs: &str) {
     store.close().expect("close");
     assert_all_present(&dir, &acked, &context);
     eprintln!("{context}: {} acknowledged saves all present", acked.len());
+}
+
+// ---------------------------------------------------------------------------------------------
+// A hole in the tail segment (issue 9 section 7): XFS leaves one when FALLOC_FL_ZERO_RANGE
+// cannot allocate the range again. A writer open must reserve it again or fail cleanly.
+
+fn punch_hole(path: &Path, offset: u64, len: u64) {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open segment");
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: plain system call on an open descriptor.
+    let rc = unsafe {
+        libc::fallocate(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            mode,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    assert_eq!(rc, 0, "punch a hole: {}", std::io::Error::last_os_error());
+}
+
+/// Bytes of disk the file holds (`st_blocks`), preallocated ones included.
+fn allocated_bytes(path: &Path) -> u64 {
+    std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(path).expect("stat")) * 512
+}
+
+fn newest_segment(dir: &Path) -> PathBuf {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list store")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    segments.pop().expect("a segment")
+}
+
+fn a_hole_in_the_tail_is_reserved_again_or_the_open_fails(mounted: &Mounted, fs: &str) {
+    let context = format!("{fs} hole in the tail");
+    let dir = mounted.path().join("hole");
+    let mut acked = Vec::new();
+    let store = Store::open_with(&dir, open_options()).expect("open");
+    for i in 0..5 {
+        store.save("hole", "p", &padded(i)).expect("save");
+        acked.push(("hole".to_string(), padded(i)));
+    }
+    store.close().expect("close");
+    let segment = newest_segment(&dir);
+    let hole_bytes = SEGMENT_BYTES / 2;
+    punch_hole(&segment, SEGMENT_BYTES - hole_bytes, hole_bytes);
+    let filler = fill_leaving(mounted.path(), hole_bytes / 8);
+    match Store::open_with(&dir, open_options()) {
+        Ok(store) => {
+            assert!(
+                allocated_bytes(&segment) >= SEGMENT_BYTES,
+                "{context}: the writer opened with a hole in its segment ({} of {SEGMENT_BYTES} \
+                 bytes allocated): a later write would find the disk full mid-segment",
+                allocated_bytes(&segment)
+            );
+            eprintln!("{context}: the open reserved the hole again");
+            drop(store);
+        }
+        Err(e @ Error::DiskFull { .. }) => eprintln!("{context}: the open failed: {e}"),
+        Err(e) => panic!("{context}: not a clear disk-full error: {e:?}"),
+    }
+    free(&filler, mounted.path());
+    let store = Store::open_with(&dir, open_options()).expect("opens once space is free");
+    assert!(
+        allocated_bytes(&segment) >= SEGMENT_BYTES,
+        "{context}: the segment is reserved again"
+    );
+    store.save("hole", "p", &padded(5)).expect("save");
+    acked.push(("hole".to_string(), padded(5)));
+    store.close().expect("close");
+    assert_all_present(&dir, &acked, &context);
 }

@@ -470,10 +470,10 @@ fn child_lines(child: &mut Child) -> Receiver<String> {
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(line) = line.strip_prefix(LINE_PREFIX) {
-                if send.send(line.to_string()).is_err() {
-                    break;
-                }
+            if let Some(line) = line.strip_prefix(LINE_PREFIX)
+                && send.send(line.to_string()).is_err()
+            {
+                break;
             }
         }
     });
@@ -598,10 +598,12 @@ fn savers_child(dir: &Path) {
                 })
             })
             .collect();
-        threads
+        // Every thread is joined before looking at the results.
+        let poisoned: Vec<bool> = threads
             .into_iter()
             .map(|t| t.join().expect("saver thread"))
-            .fold(false, |a, b| a || b)
+            .collect();
+        poisoned.contains(&true)
     });
     say(&out, "FULL");
     std::io::stdin().read_line(&mut line).expect("read freed");

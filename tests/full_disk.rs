@@ -452,15 +452,29 @@ fn cli_fills_the_disk(mounted: &Mounted, fs: &str) {
 // ---------------------------------------------------------------------------------------------
 // The library, from several threads, in a child process.
 
+/// A child process that is killed if the test fails before it is waited for, so that it
+/// never keeps writing to a file system the test is unmounting.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// A child process of this test binary in `role`, with piped stdin and stdout.
-fn spawn_child(role: &str, dir: &Path, test: &str) -> Child {
-    Command::new(std::env::current_exe().expect("test binary"))
+fn spawn_child(role: &str, dir: &Path, test: &str) -> ChildGuard {
+    let child = Command::new(std::env::current_exe().expect("test binary"))
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, format!("{role} {}", dir.display()))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("spawn child")
+        .expect("spawn child");
+    ChildGuard(child)
 }
 
 /// The protocol lines of a child's stdout, from a reader thread.
@@ -514,8 +528,9 @@ fn read_until(
 fn library_fills_the_disk(mounted: &Mounted, kind: FsKind, fs: &str) {
     let context = format!("{fs} library");
     let dir = mounted.path().join("lib");
-    let mut child = spawn_child("savers", &dir, &test_name(kind));
-    let lines = child_lines(&mut child);
+    let mut guard = spawn_child("savers", &dir, &test_name(kind));
+    let child = &mut guard.0;
+    let lines = child_lines(child);
     let mut stdin = child.stdin.take().expect("piped stdin");
     let (mut acked, mut errors) = (Vec::new(), Vec::new());
     read_until(&lines, "READY", &mut acked, &mut errors, &context);
@@ -646,8 +661,9 @@ fn kill9_round(mounted: &Mounted, fs: &str) {
         .into_iter()
         .find(|k| k.name() == fs)
         .expect("a known file system");
-    let mut child = spawn_child("loop", &dir, &test_name(kind));
-    let lines = child_lines(&mut child);
+    let mut guard = spawn_child("loop", &dir, &test_name(kind));
+    let child = &mut guard.0;
+    let lines = child_lines(child);
     let stdin: ChildStdin = child.stdin.take().expect("piped stdin");
     let mut acked = Vec::new();
     while acked.len() < ACKS_BEFORE_KILL {

@@ -8,6 +8,11 @@
 //! - `baseline/msync_append`: no cairn at all: append the same number of bytes as one save to a
 //!   preallocated, memory-mapped file and `msync` them, as a durable save does. It shows what
 //!   the disk alone costs in the same run, which matters on a noisy machine.
+//! - `baseline_1k/msync_append` and `baseline_1k/pwrite_fdatasync_append`: no cairn: append a
+//!   1 KiB record to a preallocated file and make it durable, once by copying it into a
+//!   read-write shared map and `msync`ing it (how cairn wrote records before issue 14), once by
+//!   `pwrite` and `fdatasync` (how it writes them now, docs/FORMAT.md). The two write paths
+//!   side by side, on the same disk in the same run.
 //! - `open`: `Store::open` (writer: recovery scan, tail sync, lock) and `Store::open_read_only`
 //!   of a store holding 100,000 checkpoints of 1,000 jobs, page cache warm.
 //!
@@ -174,6 +179,66 @@ fn bench_baseline(c: &mut Criterion) {
     group.finish();
 }
 
+const RECORD_1K_BYTES: usize = 1024;
+
+/// A fresh preallocated file of `BASELINE_FILE_BYTES` bytes in `dir`.
+fn preallocated_file(dir: &Path, name: &str) -> std::fs::File {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dir.join(name))
+        .expect("create baseline file");
+    // SAFETY: plain system call on an open descriptor.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, BASELINE_FILE_BYTES as i64) };
+    assert_eq!(rc, 0, "posix_fallocate");
+    file
+}
+
+fn bench_baseline_1k(c: &mut Criterion) {
+    use std::os::unix::fs::FileExt;
+    let mut group = c.benchmark_group("baseline_1k");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .throughput(Throughput::Elements(1));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let record = [0x5au8; RECORD_1K_BYTES];
+    let wraps = |offset: usize| offset + RECORD_1K_BYTES > BASELINE_FILE_BYTES as usize;
+
+    let mapped = preallocated_file(dir.path(), "mapped");
+    // SAFETY: the file is private to this benchmark and not truncated while mapped.
+    let mut map = unsafe { memmap2::MmapMut::map_mut(&mapped) }.expect("map baseline file");
+    let mut offset = 0usize;
+    group.bench_function("msync_append", |b| {
+        b.iter(|| {
+            if wraps(offset) {
+                offset = 0;
+            }
+            map[offset..offset + RECORD_1K_BYTES].copy_from_slice(&record);
+            map.flush_range(offset, RECORD_1K_BYTES).expect("msync");
+            offset += RECORD_1K_BYTES;
+        })
+    });
+
+    let written = preallocated_file(dir.path(), "written");
+    let mut offset = 0usize;
+    group.bench_function("pwrite_fdatasync_append", |b| {
+        b.iter(|| {
+            if wraps(offset) {
+                offset = 0;
+            }
+            written
+                .write_all_at(&record, offset as u64)
+                .expect("pwrite");
+            written.sync_data().expect("fdatasync");
+            offset += RECORD_1K_BYTES;
+        })
+    });
+    group.finish();
+}
+
 /// Fills a store with `RECORDS_FOR_OPEN` checkpoints spread over `JOBS_FOR_OPEN` jobs.
 fn fill_store_for_open(dir: &Path) {
     let store = open_store(dir, Durability::OsOnly);
@@ -230,6 +295,7 @@ criterion_group!(
     benches,
     check_payload_size,
     bench_baseline,
+    bench_baseline_1k,
     bench_save_sync,
     bench_save_unsynced,
     bench_open

@@ -6,6 +6,23 @@
 use std::io;
 use std::path::PathBuf;
 
+/// ENOSPC or EDQUOT: the file system (or the user's quota) has no room.
+pub(crate) fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || e.kind() == io::ErrorKind::StorageFull
+}
+
+fn disk_full_detail(path: &std::path::Path, needed_bytes: u64) -> String {
+    if needed_bytes == 0 {
+        format!("no room left for {}", path.display())
+    } else {
+        format!(
+            "could not reserve {needed_bytes} bytes for {}",
+            path.display()
+        )
+    }
+}
+
 /// Result alias used throughout cairn.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -25,16 +42,18 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// The disk has no room for a new segment. Nothing acknowledged before was lost; free some
-    /// space (or compact) and retry the save.
+    /// The file system has no room: for a new segment, for a record, or for a sync (btrfs can
+    /// refuse space when it writes cached pages back). Nothing acknowledged before was lost.
+    /// When only a write failed, the save can be retried once space is free; when a sync failed,
+    /// the store is also poisoned ([`Error::Poisoned`] says disk full) and must be re-opened.
     #[error(
-        "disk full: could not reserve {needed_bytes} bytes for {}; free space and retry ({source})",
-        path.display()
+        "disk full: {}; free space and retry ({source})",
+        disk_full_detail(path, *needed_bytes)
     )]
     DiskFull {
-        /// The segment file that could not be preallocated.
+        /// The file that could not be written or synced.
         path: PathBuf,
-        /// How many bytes were requested.
+        /// How many bytes were requested; 0 when unknown (a sync).
         needed_bytes: u64,
         /// The underlying error (ENOSPC or EDQUOT).
         #[source]
@@ -211,6 +230,24 @@ impl Error {
             op,
             path: path.into(),
             source,
+        }
+    }
+
+    /// [`Error::DiskFull`] when `source` is ENOSPC or EDQUOT, else [`Error::io`].
+    pub(crate) fn io_or_disk_full(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+        needed_bytes: u64,
+        source: io::Error,
+    ) -> Self {
+        if is_disk_full(&source) {
+            Error::DiskFull {
+                path: path.into(),
+                needed_bytes,
+                source,
+            }
+        } else {
+            Error::io(op, path, source)
         }
     }
 

@@ -699,3 +699,48 @@ fn point_in_time_after_a_damaged_segment_header_continues_with_the_next_id() {
     );
     assert_eq!(store.latest("job0").unwrap().unwrap().seq, seq);
 }
+
+/// Issue 9, 7.5: skip-corrupted recovery of a compacted segment whose snapshot is damaged,
+/// followed by an empty segment, must not let the writer append into the compacted segment
+/// (whose records end with the snapshot, which the next open would then look for in vain).
+#[test]
+fn a_writer_never_appends_to_a_compacted_segment_whose_snapshot_is_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || options().auto_compact(cairn::AutoCompact::disabled());
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    for i in 0..30 {
+        store
+            .save(&format!("job{}", i % 3), "extract", &json!({"i": i}))
+            .unwrap();
+    }
+    store
+        .compact_with(&cairn::Retention::default().keep_last(5))
+        .unwrap();
+    store.close().unwrap();
+    let files = segments(dir.path());
+    assert_eq!(
+        files.len(),
+        2,
+        "a compacted segment and an empty one: {files:?}"
+    );
+    let compacted = &files[0];
+    let mut bytes = std::fs::read(compacted).unwrap();
+    let (start, end) = *all_records(&bytes)
+        .iter()
+        .rfind(|&&(start, _)| bytes[start + 28] == 4)
+        .expect("a snapshot record");
+    bytes[(start + end) / 2] ^= 0x08;
+    std::fs::write(compacted, &bytes).unwrap();
+
+    let skip = || options().recovery(RecoveryMode::SkipCorrupted);
+    let store = Store::open_with(dir.path(), skip()).unwrap();
+    let seq = store.save("job0", "extract", &json!("after")).unwrap();
+    drop(store);
+    assert!(
+        std::fs::read(compacted).unwrap() == bytes,
+        "the writer changed the compacted segment"
+    );
+    let store = Store::open_with(dir.path(), skip()).unwrap();
+    let latest = store.latest("job0").unwrap().unwrap();
+    assert_eq!((latest.seq, latest.data), (seq, json!("after")));
+}

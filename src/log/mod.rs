@@ -40,8 +40,14 @@ use writer::Writer;
 
 /// The file that marks a directory as a cairn store: `cairn store\nformat_version 2\n`.
 pub(crate) const MARKER_FILE: &str = "CAIRN";
-/// The temporary name the marker is written under before it is renamed into place.
+/// The temporary name older builds wrote the marker under before renaming it into place.
 pub(crate) const MARKER_TMP_FILE: &str = "CAIRN.tmp";
+
+/// Whether `name` is a leftover of writing the marker: [`MARKER_TMP_FILE`], or the unique
+/// `CAIRN.<pid>-<n>.tmp` of this build.
+pub(crate) fn is_marker_tmp(name: &str) -> bool {
+    name == MARKER_TMP_FILE || crate::storage::is_small_file_tmp(name, MARKER_FILE)
+}
 const MARKER_PREFIX: &str = "cairn store\nformat_version ";
 
 /// Called with a record's segment id, offset, header and body.
@@ -155,7 +161,7 @@ impl Log {
         };
         let marker = dir.join(MARKER_FILE);
         // A marker's temporary file alone is a store whose creation was interrupted.
-        let empty = entries.iter().all(|entry| entry.name == MARKER_TMP_FILE);
+        let empty = entries.iter().all(|entry| is_marker_tmp(&entry.name));
         match storage
             .read_small_file(&marker)
             .map_err(|e| Error::io("read marker file", &marker, e))?

@@ -17,14 +17,11 @@ use super::report::{Finding, FindingKind, RecoveryReport};
 use super::scan::{ScanOutcome, ScanRules, Visit, scan_segment};
 use super::segment::{
     COMPACTING_SUFFIX, CREATING_SUFFIX, DISCARDED_SUFFIX, Segment, parse_segment_file_name,
+    sync_error,
 };
 
 /// Files of a store directory that are not segments but belong there.
-const KNOWN_FILES: [&str; 3] = [
-    crate::storage::LOCK_FILE,
-    super::MARKER_FILE,
-    super::MARKER_TMP_FILE,
-];
+const KNOWN_FILES: [&str; 2] = [crate::storage::LOCK_FILE, super::MARKER_FILE];
 
 /// Where the writer continues after recovery.
 #[derive(Debug)]
@@ -94,7 +91,8 @@ fn list(storage: &dyn Storage, dir: &Path, report: &mut RecoveryReport) -> Resul
                 "{} was set aside by an earlier recovery",
                 entry.name
             ));
-        } else if !KNOWN_FILES.contains(&entry.name.as_str()) {
+        } else if !KNOWN_FILES.contains(&entry.name.as_str()) && !super::is_marker_tmp(&entry.name)
+        {
             report
                 .notes
                 .push(format!("ignored foreign file {}", entry.name));
@@ -369,14 +367,9 @@ fn first_record_above(segment: &Segment, seq: u64, end: u64) -> Result<Option<Un
     Ok(found)
 }
 
-/// An error syncing recovered data: disk full when the file system had no room for it.
-fn sync_error(op: &'static str, path: &Path, e: std::io::Error) -> Error {
-    super::segment::sync_error(op, path, e)
-}
-
 /// An error writing recovered data: disk full when there is no room.
 fn write_error(op: &'static str, path: &Path, e: std::io::Error) -> Error {
-    super::segment::sync_error(op, path, e)
+    sync_error(op, path, e)
 }
 
 fn blank_file(storage: &dyn Storage, path: &Path) -> bool {
@@ -578,6 +571,11 @@ fn finish_tail(
 ) -> Option<Tail> {
     let segment = pass.kept.last()?.clone();
     let outcome = outcome?;
+    // A compacted segment never takes new records, and its bytes are never zeroed, even when
+    // skip-corrupted recovery could not find its snapshot: the writer starts a new segment.
+    if segment.header.compacted {
+        return None;
+    }
     if outcome.dirty_end > outcome.valid_end && !outcome.sealed {
         repairs.zero = Some((outcome.valid_end, outcome.dirty_end));
     }
@@ -645,7 +643,7 @@ fn repair_tail(
         let path = tail.segment.path.clone();
         storage
             .extend_file(&path, len)
-            .map_err(|e| Error::io("restore segment length", &path, e))?;
+            .map_err(|e| sync_error("restore segment length", &path, e))?;
         let file = storage
             .open_segment(&path, true)
             .map_err(|e| Error::io("open segment", &path, e))?;
@@ -671,6 +669,6 @@ fn repair_tail(
     segment
         .sync_to(tail.valid_end)
         .and_then(|()| segment.file.zero_to_end(tail.valid_end))
-        .map_err(|e| Error::io("cut off the tail of", &segment.path, e))?;
+        .map_err(|e| sync_error("cut off the tail of", &segment.path, e))?;
     Ok(())
 }

@@ -173,12 +173,19 @@ impl Segment {
             })
         })?;
         let bytes = encode_segment_header(header);
-        file.write(0, &bytes)
-            .map_err(|e| before(Error::io("write segment header", tmp, e)))?;
-        let end = fill(file.as_ref()).map_err(|e| before(Error::io("write records of", tmp, e)))?;
+        file.write(0, &bytes).map_err(|e| {
+            before(Error::io_or_disk_full(
+                "write segment header",
+                tmp,
+                bytes.len() as u64,
+                e,
+            ))
+        })?;
+        let end = fill(file.as_ref())
+            .map_err(|e| before(Error::io_or_disk_full("write records of", tmp, 0, e)))?;
         assert!(end >= SEGMENT_HEADER_LEN as u64 && end <= len);
         file.sync(0, end)
-            .map_err(|e| before(Error::io("sync new segment", tmp, e)))?;
+            .map_err(|e| before(sync_error("sync new segment", tmp, e)))?;
         storage
             .rename(tmp, path)
             .map_err(|e| before(Error::io("rename new segment", path, e)))?;
@@ -273,24 +280,14 @@ enum CreateFailure {
     AfterRename(Error),
 }
 
-/// The error of a failed sync (or of a write that must reach the disk): disk full when the
-/// file system had no room for the data (btrfs can refuse space at write-back), else I/O.
-pub(crate) fn sync_error(op: &'static str, path: &Path, e: std::io::Error) -> Error {
-    if is_disk_full(&e) {
-        Error::DiskFull {
-            path: path.to_path_buf(),
-            needed_bytes: 0,
-            source: e,
-        }
-    } else {
-        Error::io(op, path, e)
-    }
-}
+pub(crate) use crate::error::is_disk_full;
 
-/// ENOSPC or EDQUOT.
-pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-        || e.kind() == std::io::ErrorKind::StorageFull
+/// The error of a failed sync (or of another step that makes bytes durable): disk full when
+/// the file system had no room (btrfs can refuse space when it writes cached pages back), an
+/// I/O error naming `op` otherwise. Either way the caller poisons the log if the sync covered
+/// records: the failed pages are marked clean, and their bytes may never reach the disk.
+pub(crate) fn sync_error(op: &'static str, path: &Path, e: std::io::Error) -> Error {
+    Error::io_or_disk_full(op, path, 0, e)
 }
 
 #[cfg(test)]

@@ -310,3 +310,96 @@ fn write_failure(op: &'static str, path: &Path, e: std::io::Error, len: u64) -> 
         WriteFailure::Poisoning(Error::io(op, path, e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::storage::faulty::{Faults, FaultyStorage};
+    use crate::{Durability, Options, Store};
+
+    fn faulty_store(dir: &std::path::Path, options: Options) -> (Store, Arc<Faults>) {
+        let storage = FaultyStorage::default();
+        let faults = storage.faults.clone();
+        let store = Store::open_on(Arc::new(storage), dir, options, false).expect("open");
+        (store, faults)
+    }
+
+    fn values(store: &Store) -> Vec<u64> {
+        let history = store.history("job").expect("history");
+        history.iter().filter_map(|c| c.data.as_u64()).collect()
+    }
+
+    #[test]
+    fn a_full_disk_at_a_record_write_is_clean_and_saves_resume_once_space_is_free() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, faults) = faulty_store(dir.path(), Options::default());
+        for i in 0..5u64 {
+            store.save("job", "p", &i).expect("save");
+        }
+        faults.write_full.store(true, Ordering::SeqCst);
+        for _ in 0..2 {
+            // Not poisoned: every attempt tries again and fails the same clean way.
+            let err = store
+                .save("job", "p", &99u64)
+                .expect_err("the disk is full");
+            assert!(
+                matches!(err, Error::DiskFull { needed_bytes, .. } if needed_bytes > 0),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains("free space and retry"), "{err}");
+        }
+        assert_eq!(
+            values(&store),
+            [0, 1, 2, 3, 4],
+            "a failed save is not visible"
+        );
+        faults.write_full.store(false, Ordering::SeqCst);
+        // Space is free again: the same store, without a reopen, takes saves, and the next
+        // record overwrites the partial bytes the failed writes left.
+        for i in 5..8u64 {
+            store.save("job", "p", &i).expect("save once space is free");
+        }
+        store.close().expect("close");
+        let store = Store::open(dir.path()).expect("reopen");
+        assert!(store.recovery_report().is_clean(), "no damage left behind");
+        assert_eq!(values(&store), [0, 1, 2, 3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn a_full_disk_at_a_seal_sync_is_disk_full_and_poisons() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Unsynced saves: the only sync is the seal's, at the rollover.
+        let options = Options::default()
+            .segment_size(64 * 1024)
+            .durability(Durability::OsOnly);
+        let (store, faults) = faulty_store(dir.path(), options.clone());
+        faults.sync_full.store(true, Ordering::SeqCst);
+        let payload = "x".repeat(1000);
+        let mut acknowledged = 0u64;
+        let err = loop {
+            match store.save("job", "p", &payload) {
+                Ok(_) => acknowledged += 1,
+                Err(err) => break err,
+            }
+        };
+        assert!(
+            matches!(err, Error::DiskFull { .. }),
+            "the failed sync is disk full: {err:?}"
+        );
+        let again = store.save("job", "p", &payload).expect_err("poisoned");
+        assert!(
+            matches!(&again, Error::Poisoned { cause } if cause.contains("disk full")),
+            "the poisoned store says why: {again:?}"
+        );
+        faults.sync_full.store(false, Ordering::SeqCst);
+        drop(store);
+        let store = Store::open_with(dir.path(), options).expect("reopen");
+        let history = store.history("job").expect("history");
+        assert!(
+            history.len() as u64 >= acknowledged,
+            "nothing acknowledged is lost"
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! A test-only [`Storage`] that runs on the real file system but fails on command: syncs with
-//! EIO, segment creation with ENOSPC. The crash-state simulator builds on the same seam.
+//! EIO or ENOSPC, segment creation and writes with ENOSPC. The crash-state simulator builds on
+//! the same seam.
 
 use std::io;
 use std::path::Path;
@@ -13,6 +14,12 @@ use super::{DirEntry, FsStorage, SegmentFile, Storage};
 pub(crate) struct Faults {
     pub fail_sync: AtomicBool,
     pub disk_full: AtomicBool,
+    /// Writes store the first half of their bytes, then fail with ENOSPC (as a `pwrite` that
+    /// runs out of space part-way).
+    pub write_full: AtomicBool,
+    /// Syncs of records fail with ENOSPC (btrfs refusing space at write-back). The sync of a
+    /// new segment (from offset 0) still works, so that a rollover reaches its seal's sync.
+    pub sync_full: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -35,11 +42,19 @@ impl SegmentFile for FaultyFile {
         self.inner.read(offset, len)
     }
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        if self.faults.write_full.load(Ordering::SeqCst) {
+            let half = data.get(..data.len() / 2).unwrap_or_default();
+            self.inner.write(offset, half)?;
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
         self.inner.write(offset, data)
     }
     fn sync(&self, offset: u64, len: u64) -> io::Result<()> {
         if self.faults.fail_sync.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        if offset > 0 && self.faults.sync_full.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
         self.inner.sync(offset, len)
     }

@@ -1,29 +1,41 @@
-//! The real file system: `std::fs` for files and directories, memmap2 for the mappings,
-//! `posix_fallocate` to reserve segment space.
+//! The real file system: `std::fs` for files and directories, `pwrite` and `fdatasync` to write
+//! and sync segments, read-only memmap2 mappings to read them, `posix_fallocate` to reserve
+//! segment space.
+//!
+//! No byte is ever written through a mapping. A write through a shared mapping that needs new
+//! blocks (btrfs needs some on the first write of a page even inside a preallocated extent,
+//! for checksums and metadata) cannot fail with an error: on a full disk the page fault ends
+//! the process with SIGBUS. `pwrite` reports the same shortage as ENOSPC, and the unified page
+//! cache makes the written bytes visible through the read-only mapping at once. LMDB makes the
+//! same choice by default (its write-through-the-map mode is opt-in for this reason).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
 use super::{DirEntry, SegmentFile, Storage};
 
 const PAGE_BYTES: u64 = 4096;
-static ZEROS: [u8; PAGE_BYTES as usize] = [0; PAGE_BYTES as usize];
+/// Zeros written per `pwrite` when a range is cleared by writing.
+const ZERO_CHUNK_BYTES: u64 = 64 * 1024;
+static ZEROS: [u8; ZERO_CHUNK_BYTES as usize] = [0; ZERO_CHUNK_BYTES as usize];
 
 /// [`Storage`] on the operating system's file system.
 #[derive(Debug, Default)]
 pub(crate) struct FsStorage;
 
-/// A memory-mapped segment file.
+/// A segment file: written with `pwrite`, read through a read-only shared mapping.
 #[derive(Debug)]
 struct MappedFile {
     /// `None` for an empty file, which cannot be mapped.
     map: Option<MmapRaw>,
     len: u64,
-    /// Kept open for the life of the mapping.
+    /// Kept open for the life of the mapping; writes and syncs go through it.
     file: File,
 }
 
@@ -35,24 +47,34 @@ fn out_of_range(offset: u64, len: u64, file_len: u64) -> io::Error {
 }
 
 impl MappedFile {
-    fn new(file: File, writable: bool) -> io::Result<Self> {
+    /// Maps `file` read-only, whether or not it is open for writing.
+    fn new(file: File) -> io::Result<Self> {
         let len = file.metadata()?.len();
         let map = if len == 0 {
             None
-        } else if writable {
-            Some(MmapOptions::new().map_raw(&file)?)
         } else {
             Some(MmapOptions::new().map_raw_read_only(&file)?)
         };
         Ok(MappedFile { map, len, file })
     }
 
-    fn check_range(&self, offset: u64, len: u64) -> io::Result<(&MmapRaw, usize)> {
-        let fits = offset.checked_add(len).is_some_and(|end| end <= self.len);
-        match &self.map {
-            Some(map) if fits => Ok((map, offset as usize)),
-            _ => Err(out_of_range(offset, len, self.len)),
+    fn check_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        if offset.checked_add(len).is_some_and(|end| end <= self.len) {
+            Ok(())
+        } else {
+            Err(out_of_range(offset, len, self.len))
         }
+    }
+
+    /// Writes zeros over `start..end` with `pwrite`.
+    fn write_zeros(&self, start: u64, end: u64) -> io::Result<()> {
+        let mut pos = start;
+        while pos < end {
+            let len = (end - pos).min(ZERO_CHUNK_BYTES);
+            self.write(pos, &ZEROS[..len as usize])?;
+            pos += len;
+        }
+        Ok(())
     }
 }
 
@@ -65,32 +87,38 @@ impl SegmentFile for MappedFile {
         if len == 0 {
             return Ok(&[]);
         }
-        let (map, start) = self.check_range(offset, len as u64)?;
+        self.check_range(offset, len as u64)?;
+        let map = self
+            .map
+            .as_ref()
+            .ok_or_else(|| out_of_range(offset, len as u64, self.len))?;
         // SAFETY: the range is inside the mapping (checked above), the mapping lives as long as
         // `self`, and writers never modify bytes that a reader may be looking at (see the
         // `SegmentFile` contract: appends only go past the published end).
-        Ok(unsafe { std::slice::from_raw_parts(map.as_ptr().add(start), len) })
+        Ok(unsafe { std::slice::from_raw_parts(map.as_ptr().add(offset as usize), len) })
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         if data.is_empty() {
             return Ok(());
         }
-        let (map, start) = self.check_range(offset, data.len() as u64)?;
-        // SAFETY: in bounds (checked above); the single writer holds the log's writer lock, and
-        // no reader looks at bytes past the published end, so nothing aliases this range.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), map.as_mut_ptr().add(start), data.len());
-        }
-        Ok(())
+        self.check_range(offset, data.len() as u64)?;
+        // pwrite, never a store through the mapping: a file system that needs new blocks and
+        // has none answers ENOSPC here. The bytes are in the page cache the mapping shares, so
+        // readers see them as soon as the writer publishes them.
+        self.file.write_all_at(data, offset)
     }
 
     fn sync(&self, offset: u64, len: u64) -> io::Result<()> {
         if len == 0 {
             return Ok(());
         }
-        let (map, start) = self.check_range(offset, len)?;
-        map.flush_range(start, len as usize)
+        self.check_range(offset, len)?;
+        // fdatasync covers the whole file, which is more than the range asked for; only the
+        // writer writes, so the rest is bytes it wrote anyway. It also makes durable the file
+        // length and extent changes needed to read the data back (unwritten extents converted
+        // to written by the first write of a preallocated block).
+        self.file.sync_data()
     }
 
     fn zero_to_end(&self, from: u64) -> io::Result<()> {
@@ -98,30 +126,20 @@ impl SegmentFile for MappedFile {
             return Ok(());
         }
         let page_end = from.next_multiple_of(PAGE_BYTES).min(self.len);
-        self.write(from, &ZEROS[..(page_end - from) as usize])?;
-        self.sync(from, page_end - from)?;
-        if page_end < self.len {
-            let offset = libc::off_t::try_from(page_end).map_err(io::Error::other)?;
-            let len = libc::off_t::try_from(self.len - page_end).map_err(io::Error::other)?;
-            let mode = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
-            // SAFETY: plain system call on a valid, open descriptor. The kernel drops the
-            // cached pages of the range, so the mapping reads zeros afterwards.
-            let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, offset, len) };
-            if rc == 0 {
-                return self.file.sync_data();
-            }
-            // No ZERO_RANGE here: write zeros wherever the file may hold data.
+        self.write_zeros(from, page_end)?;
+        if page_end < self.len && zero_range(&self.file, page_end, self.len).is_err() {
+            // FALLOC_FL_ZERO_RANGE is missing here (tmpfs), or it failed part-way: XFS frees
+            // the range and allocates it again, and when that allocation fails (a full disk)
+            // it leaves a hole. A hole no longer means SIGBUS (nothing is written through the
+            // mapping), but a later record write into it needs new blocks and would meet
+            // ENOSPC in the middle of a segment that was meant to be reserved. So reserve the
+            // range again, failing the open if that is impossible, then clear its data.
+            allocate(&self.file, page_end, self.len - page_end)?;
             for (start, end) in self.data_ranges(page_end) {
-                let mut pos = start;
-                while pos < end {
-                    let len = (end - pos).min(PAGE_BYTES);
-                    self.write(pos, &ZEROS[..len as usize])?;
-                    pos += len;
-                }
-                self.sync(start, end - start)?;
+                self.write_zeros(start, end)?;
             }
         }
-        Ok(())
+        self.file.sync_data()
     }
 
     fn data_ranges(&self, from: u64) -> Vec<(u64, u64)> {
@@ -156,20 +174,55 @@ fn seek(file: &File, offset: u64, whence: libc::c_int) -> Option<u64> {
     u64::try_from(rc).ok()
 }
 
-/// Reserves `len` bytes of real disk space for `file`, so later writes through a mapping cannot
-/// fail for lack of space (which would be a SIGBUS, not an error).
-fn preallocate(file: &File, len: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(len)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment length too large"))?;
+/// `fallocate(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE)` of `start..end`: the range reads as
+/// zeros afterwards, and on ext4, XFS and btrfs it is "unwritten" again, so that recovery can
+/// skip it (SEEK_DATA). The kernel drops the cached pages of the range, so the mapping reads
+/// zeros too.
+fn zero_range(file: &File, start: u64, end: u64) -> io::Result<()> {
+    let offset = libc::off_t::try_from(start).map_err(io::Error::other)?;
+    let len = libc::off_t::try_from(end - start).map_err(io::Error::other)?;
+    let mode = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: plain system call on a valid, open descriptor; it does not touch our memory.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), mode, offset, len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Reserves real disk space for `offset..offset + len` of `file` (`posix_fallocate`), growing
+/// the file if it is shorter. Records are written with `pwrite`, so a full disk is an error
+/// either way; the reservation makes it show when a segment is created (ext4, XFS, tmpfs),
+/// not in the middle of a save. File systems without fallocate (EOPNOTSUPP, EINVAL) only get
+/// the file extended: then a full disk shows as `Error::DiskFull` at a record write.
+fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let too_large = || io::Error::new(io::ErrorKind::InvalidInput, "segment length too large");
+    let start = libc::off_t::try_from(offset).map_err(|_| too_large())?;
+    let count = libc::off_t::try_from(len).map_err(|_| too_large())?;
     // SAFETY: plain system call on a valid, open descriptor.
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), start, count) };
     match rc {
         0 => Ok(()),
-        // File systems without fallocate support: fall back to extending the file. The blocks
-        // are then not reserved; docs/RECOVERY.md says so.
-        libc::EOPNOTSUPP | libc::EINVAL => file.set_len(len as u64),
+        libc::EOPNOTSUPP | libc::EINVAL => {
+            let end = offset.checked_add(len).ok_or_else(too_large)?;
+            if file.metadata()?.len() < end {
+                file.set_len(end)?;
+            }
+            Ok(())
+        }
         errno => Err(io::Error::from_raw_os_error(errno)),
     }
+}
+
+/// A temporary name for writing `path` that no other writer uses: two processes creating the
+/// same store at once each write their own marker copy, and neither truncates the other's.
+/// [`super::is_small_file_tmp`] recognises these names.
+fn unique_tmp_path(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!("{name}.{}-{n}.tmp", std::process::id()))
 }
 
 impl Storage for FsStorage {
@@ -197,23 +250,23 @@ impl Storage for FsStorage {
             .write(true)
             .create_new(true)
             .open(path)?;
-        if let Err(e) = preallocate(&file, len) {
+        if let Err(e) = allocate(&file, 0, len) {
             drop(file);
             // Best effort: a half-created file would only be cleaned up at the next open.
             let _ = std::fs::remove_file(path);
             return Err(e);
         }
-        Ok(Box::new(MappedFile::new(file, true)?))
+        Ok(Box::new(MappedFile::new(file)?))
     }
 
     fn open_segment(&self, path: &Path, writable: bool) -> io::Result<Box<dyn SegmentFile>> {
         let file = OpenOptions::new().read(true).write(writable).open(path)?;
-        Ok(Box::new(MappedFile::new(file, writable)?))
+        Ok(Box::new(MappedFile::new(file)?))
     }
 
     fn extend_file(&self, path: &Path, len: u64) -> io::Result<()> {
         let file = OpenOptions::new().write(true).open(path)?;
-        preallocate(&file, len)?;
+        allocate(&file, 0, len)?;
         file.sync_all()
     }
 
@@ -244,12 +297,21 @@ impl Storage for FsStorage {
     }
 
     fn write_small_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let tmp = path.with_extension("tmp");
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)?;
+        let tmp = unique_tmp_path(path);
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .and_then(|mut file| {
+                file.write_all(bytes)?;
+                file.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            // Best effort: a leftover is only a recognised, ignored file.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         let dir = path.parent().unwrap_or(Path::new("."));
         self.sync_dir(dir)
     }
@@ -288,5 +350,46 @@ mod tests {
         let seg = FsStorage.open_segment(&path, false).expect("open");
         assert_eq!(seg.len(), 0);
         assert!(seg.read(0, 1).is_err());
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_small_file_never_truncate_each_other() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("CAIRN");
+        let contents = [vec![b'a'; 16 * 1024], vec![b'b'; 16 * 1024]];
+        for round in 0..50 {
+            let start = std::sync::Barrier::new(2);
+            std::thread::scope(|scope| {
+                for bytes in &contents {
+                    let (start, path) = (&start, &path);
+                    scope.spawn(move || {
+                        start.wait();
+                        FsStorage
+                            .write_small_file(path, bytes)
+                            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+                    });
+                }
+            });
+            let found = std::fs::read(&path).expect("read");
+            assert!(contents.contains(&found), "round {round}: a torn file");
+        }
+        let names: Vec<String> = FsStorage
+            .read_dir(dir.path())
+            .expect("list")
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, ["CAIRN"], "no temporary file is left");
+    }
+
+    #[test]
+    fn temporary_names_are_unique_and_recognised() {
+        let path = Path::new("/s/CAIRN");
+        let (a, b) = (unique_tmp_path(path), unique_tmp_path(path));
+        assert_ne!(a, b);
+        for tmp in [a, b] {
+            let name = tmp.file_name().expect("name").to_string_lossy();
+            assert!(super::super::is_small_file_tmp(&name, "CAIRN"), "{name}");
+        }
     }
 }

@@ -55,7 +55,7 @@ fn write_holder(file: &mut File, path: &PathBuf) -> Result<()> {
     file.set_len(0)
         .and_then(|()| file.seek(SeekFrom::Start(0)))
         .and_then(|_| file.write_all(text.as_bytes()))
-        .map_err(|e| Error::io("write lock file", path, e))
+        .map_err(|e| Error::io_or_disk_full("write lock file", path, text.len() as u64, e))
 }
 
 fn hostname() -> String {

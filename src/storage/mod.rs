@@ -24,7 +24,24 @@ pub(crate) struct DirEntry {
     pub is_file: bool,
 }
 
-/// A segment file, mapped into memory at its full length.
+/// Whether `name` is a temporary file of [`Storage::write_small_file`] writing the file named
+/// `of`: `<of>.tmp` (older builds, and the simulated disk) or `<of>.<pid>-<n>.tmp`.
+pub(crate) fn is_small_file_tmp(name: &str, of: &str) -> bool {
+    let Some(rest) = name.strip_prefix(of).and_then(|r| r.strip_suffix(".tmp")) else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    rest.is_empty()
+        || rest
+            .strip_prefix('.')
+            .and_then(|r| r.split_once('-'))
+            .is_some_and(|(pid, n)| digits(pid) && digits(n))
+}
+
+/// A segment file: read through a read-only shared mapping of its full length, written with
+/// `pwrite` on its descriptor (never through the mapping, so a full disk is an error, not a
+/// SIGBUS), synced with `fdatasync`. The mapping and the writes share the page cache, so a
+/// write is visible to [`SegmentFile::read`] as soon as it returns.
 ///
 /// Writers only ever append: bytes below the published end of a segment are never modified
 /// while readers may look at them, which is what makes [`SegmentFile::read`] sound.
@@ -36,15 +53,19 @@ pub(crate) trait SegmentFile: Send + Sync + Debug {
     /// guarantees that no write to this range runs concurrently.
     fn read(&self, offset: u64, len: usize) -> io::Result<&[u8]>;
 
-    /// Copies `data` into the file at `offset`. Not durable until [`SegmentFile::sync`].
+    /// Writes `data` into the file at `offset` (`pwrite`). Not durable until
+    /// [`SegmentFile::sync`]. Fails with ENOSPC or EDQUOT when the file system has no room,
+    /// possibly after writing part of `data`; the file's length never changes.
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()>;
 
-    /// Makes the bytes `offset..offset + len` durable (msync with `MS_SYNC`).
+    /// Makes the bytes `offset..offset + len` durable. On the real file system this is
+    /// `fdatasync`, which covers the whole file; btrfs can fail it with ENOSPC.
     fn sync(&self, offset: u64, len: u64) -> io::Result<()>;
 
-    /// Makes every byte from `from` to the end of the file zero, durably. Used to cut off a
-    /// torn tail; on the real file system it also returns the never-used part of the segment
-    /// to "unwritten" so that later recoveries need not read it.
+    /// Makes every byte from `from` to the end of the file zero, durably, with the range still
+    /// reserved on disk. Used to cut off a torn tail; on the real file system it also returns
+    /// the never-used part of the segment to "unwritten" so that later recoveries need not
+    /// read it. Fails (ENOSPC) when the range cannot be reserved again.
     fn zero_to_end(&self, from: u64) -> io::Result<()>;
 
     /// The ranges at or after `from` that may hold non-zero bytes, in order; every byte outside
@@ -67,11 +88,12 @@ pub(crate) trait Storage: Send + Sync + Debug {
     /// Lists `dir`. Fails with `NotFound` when it does not exist.
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>>;
 
-    /// Creates a new file of `len` bytes with its blocks reserved (fallocate), so that writing
-    /// through the mapping can never hit a full disk, and maps it read-write.
+    /// Creates a new file of `len` bytes with its blocks reserved (fallocate), so that a full
+    /// disk shows here, at creation, on file systems that honour the reservation (ext4, XFS,
+    /// tmpfs); btrfs may still refuse a later write or sync, which then fails with ENOSPC.
     fn create_segment(&self, path: &Path, len: u64) -> io::Result<Box<dyn SegmentFile>>;
 
-    /// Maps an existing file, read-write or read-only.
+    /// Opens an existing file, for writing or not, and maps it read-only.
     fn open_segment(&self, path: &Path, writable: bool) -> io::Result<Box<dyn SegmentFile>>;
 
     /// Grows a file back to `len` bytes with its blocks reserved (repair of a truncated segment).
@@ -90,9 +112,34 @@ pub(crate) trait Storage: Send + Sync + Debug {
     fn read_small_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>>;
 
     /// Writes a small file durably: a temporary file, fsync, rename, fsync of the directory.
+    /// The temporary file's name is unique to the call (see [`is_small_file_tmp`]), so that two
+    /// processes writing the same file never truncate each other's copy.
     fn write_small_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
 
     /// Takes the single-writer lock of the store in `dir`, held until the returned value is
     /// dropped. `None` where no other process can reach the files (a simulated disk).
     fn lock_dir(&self, dir: &Path) -> crate::Result<Option<DirLock>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_file_temporary_names() {
+        for name in ["CAIRN.tmp", "CAIRN.1234-0.tmp", "CAIRN.1-99.tmp"] {
+            assert!(is_small_file_tmp(name, "CAIRN"), "{name}");
+        }
+        for name in [
+            "CAIRN",
+            "CAIRNX.tmp",
+            "CAIRN.x-1.tmp",
+            "CAIRN.1-.tmp",
+            "CAIRN.12.tmp",
+            "CAIRN.1-2.tmp.seg",
+            "LOCK.1-2.tmp",
+        ] {
+            assert!(!is_small_file_tmp(name, "CAIRN"), "{name}");
+        }
+    }
 }

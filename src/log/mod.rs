@@ -414,6 +414,11 @@ impl Log {
         self.segments_read().values().map(|s| s.file.len()).sum()
     }
 
+    /// Every record with a sequence number up to this one is durable.
+    pub fn durable_seq(&self) -> u64 {
+        lock(&self.sync).synced_seq
+    }
+
     /// Why the log refuses writes, if it does.
     pub fn poisoned(&self) -> Option<String> {
         lock(&self.sync).poisoned.clone()

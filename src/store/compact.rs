@@ -242,6 +242,8 @@ impl Inner {
         // Every record the decisions relied on (newer checkpoints, deletions) must be durable
         // before anything is dropped because of it.
         self.log.sync_all()?;
+        // The index swapped at the commit must hold every record compacted.
+        self.publish_compacted(plan.upto_seq)?;
         if let Some(max) = retention.max_bytes {
             self.reserve_room(&mut plan, &mut report, max);
         }

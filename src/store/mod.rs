@@ -8,6 +8,7 @@ mod flusher;
 mod index;
 mod jobs;
 mod metrics;
+mod visibility;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,8 @@ struct Inner {
     options: Options,
     log: Arc<Log>,
     index: RwLock<Index>,
+    /// Index updates of records not yet durable (`Sync` mode), in sequence order.
+    pending: visibility::Pending,
     job_types: RwLock<HashMap<String, Arc<JobType>>>,
     counters: Counters,
     report: RecoveryReport,
@@ -173,6 +176,7 @@ impl Store {
             options,
             log,
             index: RwLock::new(index),
+            pending: visibility::Pending::default(),
             job_types: RwLock::new(HashMap::new()),
             counters: Counters::default(),
             report,
@@ -223,7 +227,9 @@ impl Store {
 
     /// Makes every save so far durable, whatever the durability mode.
     pub fn flush(&self) -> Result<()> {
-        self.inner.log.sync_all()
+        self.inner.log.sync_all()?;
+        self.inner.publish_durable(0);
+        Ok(())
     }
 
     /// Flushes and closes the store, reporting a failure of the final sync (which `drop`
@@ -281,7 +287,7 @@ impl Store {
         }
     }
 
-    /// Appends a record; `on_written` updates the index under the writer lock. Under a size
+    /// Appends a record; `on_written` takes its index update under the writer lock. Under a size
     /// limit, a record that needs a new segment for which there is no room waits for a
     /// compaction first (the background compactor normally runs well before this), and is
     /// refused with [`Error::StoreFull`] only if there is still no room after it.
@@ -372,10 +378,6 @@ impl Store {
 
     fn index(&self) -> RwLockReadGuard<'_, Index> {
         self.inner.index()
-    }
-
-    fn index_mut(&self) -> RwLockWriteGuard<'_, Index> {
-        self.inner.index_mut()
     }
 }
 

@@ -133,10 +133,10 @@ fn durable_latest(disk: &SimDisk, job: &str) -> Option<u64> {
     store.latest(job).expect("latest").map(|c| c.seq)
 }
 
-/// Several savers in `Sync` mode; the leader's sync of record 2 is held while savers of
-/// records 3 and 4 append and wait for it. A reader thread then must not see record 3 or 4
-/// (not durable) nor record 2 (durable, but its save has not returned yet is fine either way:
-/// it must only never be above what a power loss keeps).
+/// Several savers in `Sync` mode; the leader's sync of record 2 is held (after it wrote)
+/// while savers of records 3 and 4 append and wait for it. A reader thread then must see
+/// nothing above what a power loss keeps: not records 3 and 4, which are only in the page
+/// cache.
 #[test]
 fn readers_never_see_a_checkpoint_that_is_not_durable() {
     let disk = SimDisk::new();

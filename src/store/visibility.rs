@@ -144,3 +144,60 @@ impl Inner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(job: &str, seq: u64) -> Update {
+        Update::Checkpoint {
+            job: job.into(),
+            at: Location {
+                seq,
+                segment_id: 1,
+                offset: 64 * seq,
+            },
+            time: DateTime::<Utc>::default(),
+            phase: "p".into(),
+            trigger: Trigger::Manual,
+            bytes: 64,
+        }
+    }
+
+    #[test]
+    fn updates_apply_in_order_and_only_up_to_the_durable_one() {
+        let pending = Pending::default();
+        let mut index = Index::new(1);
+        pending.push(checkpoint("a", 1));
+        pending.push(Update::Event {
+            job: "a".into(),
+            seq: 2,
+            time: DateTime::<Utc>::default(),
+            event: JobEvent::RunSucceeded,
+            bytes: 64,
+        });
+        pending.push(checkpoint("a", 4));
+        pending.apply_upto(&mut index, 3);
+        assert_eq!(index.visible_seq(), 2);
+        assert_eq!(
+            index.get("a").and_then(|e| e.latest).map(|l| l.seq),
+            Some(1)
+        );
+        assert_eq!(pending.first_seq(), Some(4));
+        pending.apply_upto(&mut index, 4);
+        assert_eq!(index.visible_seq(), 4);
+        assert_eq!(
+            index.get("a").and_then(|e| e.latest).map(|l| l.seq),
+            Some(4)
+        );
+        assert_eq!(pending.first_seq(), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "out of order")]
+    fn an_update_queued_out_of_order_is_a_bug() {
+        let pending = Pending::default();
+        pending.push(checkpoint("a", 2));
+        pending.push(checkpoint("a", 1));
+    }
+}

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::index::{Index, JobEntry, Location, time_from_micros};
 use super::metrics::Counters;
+use super::visibility::Update;
 use super::{JobSummary, Store};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
@@ -83,8 +84,14 @@ impl Store {
                 segment_id: appended.segment_id,
                 offset: appended.offset,
             };
-            self.index_mut()
-                .checkpoint(job, at, time, phase, trigger, appended.bytes);
+            inner.record_written(Update::Checkpoint {
+                job: job.into(),
+                at,
+                time,
+                phase: phase.into(),
+                trigger,
+                bytes: appended.bytes,
+            });
         })?;
         Counters::add(&inner.counters.checkpoints_saved, 1);
         Counters::add(&inner.counters.compressed_saves, u64::from(compress));
@@ -144,10 +151,16 @@ impl Store {
         }
     }
 
-    /// Waits for durability as the durability mode says.
+    /// Waits for durability as the durability mode says. In `Sync` mode the record (and every
+    /// durable one before it) becomes visible to readers once it is durable, and never if
+    /// the wait fails.
     pub(super) fn wait_durable(&self, seq: u64) -> Result<()> {
         match self.inner.options.durability {
-            Durability::Sync => self.inner.log.wait_durable(seq),
+            Durability::Sync => {
+                self.inner.log.wait_durable(seq)?;
+                self.inner.publish_durable(seq);
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
@@ -210,10 +223,14 @@ impl Store {
 
     /// Every checkpoint of `job` as stored, oldest first.
     pub(super) fn raw_history(&self, job: &str) -> Result<Vec<Checkpoint>> {
-        // Records up to `since` belong to a deleted job of the same name.
-        let since = match self.index().get(job) {
-            Some(entry) if entry.checkpoints > 0 => entry.since_seq,
-            _ => return Ok(Vec::new()),
+        // Records up to `since` belong to a deleted job of the same name; records after
+        // `visible` are not durable yet (or their save failed).
+        let (since, visible) = {
+            let index = self.index();
+            match index.get(job) {
+                Some(entry) if entry.checkpoints > 0 => (entry.since_seq, index.visible_seq()),
+                _ => return Ok(Vec::new()),
+            }
         };
         let mut out = Vec::new();
         let log = &self.inner.log;
@@ -225,7 +242,7 @@ impl Store {
             let body = decode_checkpoint_body(record.version, record.body)
                 .map_err(|e| corrupt(format!("record {}: {e}", record.header.seq)))?;
             // Only this job's records are parsed further.
-            if body.job == job && record.header.seq > since {
+            if body.job == job && record.header.seq > since && record.header.seq <= visible {
                 out.push(checkpoint_from(&record.header, body).map_err(corrupt)?);
             }
             Ok(())

@@ -257,6 +257,8 @@ impl Inner {
         // Every record the decisions relied on (newer checkpoints, deletions) must be durable
         // before anything is dropped because of it.
         self.log.sync_all()?;
+        // The index swapped at the commit must hold every record compacted.
+        self.publish_compacted(plan.upto_seq)?;
         // Whatever counts against the size limit from here on is released however this ends.
         let _reservation = self.log.compaction_reservation();
         if let Some(max) = retention.max_bytes {

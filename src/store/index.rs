@@ -56,6 +56,9 @@ pub(crate) struct Index {
     jobs: HashMap<String, JobEntry>,
     /// The newest record replayed by recovery.
     last_replayed_seq: u64,
+    /// The newest record readers see: every checkpoint and job event up to it is in the index
+    /// (updates are applied in sequence order), and none after it.
+    visible_seq: u64,
     /// How many checkpoints per job retention keeps (for the dead-bytes estimate).
     keep_last: usize,
     /// Estimated bytes of records that compaction would drop: job events (folded into a
@@ -78,6 +81,7 @@ impl Index {
         Index {
             jobs: HashMap::new(),
             last_replayed_seq: 0,
+            visible_seq: 0,
             keep_last: keep_last.max(1),
             dead_bytes: 0,
             snapshot_in_parts: None,
@@ -96,6 +100,11 @@ impl Index {
 
     pub fn len(&self) -> usize {
         self.iter().count()
+    }
+
+    /// The newest record readers see; later records are not in the index yet.
+    pub fn visible_seq(&self) -> u64 {
+        self.visible_seq
     }
 
     /// Estimated bytes of records compaction would drop.
@@ -146,6 +155,7 @@ impl Index {
         trigger: Trigger,
         bytes: u64,
     ) {
+        self.visible_seq = self.visible_seq.max(at.seq);
         let keep_last = self.keep_last;
         let entry = self.entry(job);
         assert!(
@@ -177,6 +187,7 @@ impl Index {
         event: &JobEvent,
         bytes: u64,
     ) {
+        self.visible_seq = self.visible_seq.max(seq);
         // Every event is folded into a snapshot by compaction.
         self.dead_bytes += bytes;
         if let JobEvent::JobDeleted { .. } = event {
@@ -318,6 +329,7 @@ impl Index {
             RecordKind::Seal | RecordKind::Mark => {}
         }
         self.last_replayed_seq = seq;
+        self.visible_seq = seq;
         Ok(())
     }
 }

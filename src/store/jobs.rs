@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::Store;
 use super::checkpoints::now;
 use super::metrics::Counters;
+use super::visibility::Update;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::format::{EventBody, RecordKind, encode_event_body};
@@ -139,8 +140,13 @@ impl Store {
         }
         let deletion = matches!(event, JobEvent::JobDeleted { .. });
         let appended = self.append(RecordKind::JobEvent, &encoded, deletion, &|appended| {
-            self.index_mut()
-                .event(job, appended.seq, time, event, appended.bytes);
+            self.inner.record_written(Update::Event {
+                job: job.into(),
+                seq: appended.seq,
+                time,
+                event: event.clone(),
+                bytes: appended.bytes,
+            });
         })?;
         Counters::add(&self.inner.counters.events_recorded, 1);
         Counters::add(&self.inner.counters.bytes_appended, encoded.len() as u64);

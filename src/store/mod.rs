@@ -8,6 +8,7 @@ mod flusher;
 mod index;
 mod jobs;
 mod metrics;
+mod visibility;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,8 @@ struct Inner {
     options: Options,
     log: Arc<Log>,
     index: RwLock<Index>,
+    /// Index updates of records not yet durable (`Sync` mode), in sequence order.
+    pending: visibility::Pending,
     job_types: RwLock<HashMap<String, Arc<JobType>>>,
     counters: Counters,
     report: RecoveryReport,
@@ -132,29 +135,22 @@ impl Store {
             storage.lock_dir(dir)?
         };
         let segment_size = (!read_only).then_some(options.segment_size_bytes);
-        // A reader may list the directory just before a writer's compaction removes the
-        // segments it replaced: listing again sees the compacted segment instead.
-        let mut attempts = 0;
-        let (log, report, index) = loop {
+        let open_log = || {
             let mut index = Index::new(options.retention.keep_last);
-            match Log::open(
+            let (log, report) = Log::open(
                 storage.clone(),
                 dir,
                 options.recovery,
                 segment_size,
                 options.retention.max_bytes,
                 &mut |record| index.replay(record),
-            ) {
-                Ok((log, report)) => break (log, report, index),
-                Err(error) if read_only && attempts < 8 && vanished(&error) => attempts += 1,
-                // A reader can catch a writer in another process mid-record: damage in a scan
-                // of a live store may be a record in flight. Look again before believing it.
-                Err(error) if read_only && attempts < 8 && error.is_corruption() => {
-                    attempts += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(2 * attempts));
-                }
-                Err(error) => return Err(error),
-            }
+            )?;
+            Ok((log, report, index))
+        };
+        let (log, report, index) = if read_only {
+            look_again(open_log, |_| true)?
+        } else {
+            open_log()?
         };
         if !read_only && store_version < crate::format::FORMAT_VERSION {
             Log::write_marker(storage.as_ref(), dir)?;
@@ -173,6 +169,7 @@ impl Store {
             options,
             log,
             index: RwLock::new(index),
+            pending: visibility::Pending::default(),
             job_types: RwLock::new(HashMap::new()),
             counters: Counters::default(),
             report,
@@ -192,13 +189,26 @@ impl Store {
 
     /// Scans every record of the store in `dir` without changing anything and reports every
     /// problem found (a torn tail included). Clean when `report.is_clean()`.
+    ///
+    /// Safe beside a writer in another process: like a read-only open, it scans again (up to
+    /// 8 times, pausing a little longer each time) when it finds damage, which may be a record
+    /// in flight, or a segment file gone, which a compaction replaced. Damage it reports was
+    /// there at every look.
     pub fn verify(dir: impl AsRef<Path>) -> Result<RecoveryReport> {
         let dir = dir.as_ref();
-        let storage = FsStorage;
-        Log::prepare_dir(&storage, dir, false)?;
+        let storage: Arc<dyn Storage> = Arc::new(FsStorage);
+        Log::prepare_dir(storage.as_ref(), dir, false)?;
+        look_again(
+            || Store::verify_once(storage.clone(), dir),
+            RecoveryReport::is_clean,
+        )
+    }
+
+    /// One scan of [`Store::verify`].
+    fn verify_once(storage: Arc<dyn Storage>, dir: &Path) -> Result<RecoveryReport> {
         let mut index = Index::new(1);
         let (_, report) = Log::open(
-            Arc::new(storage),
+            storage,
             dir,
             RecoveryMode::SkipCorrupted,
             None,
@@ -223,7 +233,9 @@ impl Store {
 
     /// Makes every save so far durable, whatever the durability mode.
     pub fn flush(&self) -> Result<()> {
-        self.inner.log.sync_all()
+        self.inner.log.sync_all()?;
+        self.inner.publish_durable(0);
+        Ok(())
     }
 
     /// Flushes and closes the store, reporting a failure of the final sync (which `drop`
@@ -284,7 +296,7 @@ impl Store {
         }
     }
 
-    /// Appends a record; `on_written` updates the index under the writer lock. Under a size
+    /// Appends a record; `on_written` takes its index update under the writer lock. Under a size
     /// limit, a record that needs a new segment for which there is no room waits for a
     /// compaction first (the background compactor normally runs well before this), and is
     /// refused with [`Error::StoreFull`] only if there is still no room after it.
@@ -373,10 +385,6 @@ impl Store {
     fn index(&self) -> RwLockReadGuard<'_, Index> {
         self.inner.index()
     }
-
-    fn index_mut(&self) -> RwLockWriteGuard<'_, Index> {
-        self.inner.index_mut()
-    }
 }
 
 impl Drop for Store {
@@ -418,6 +426,35 @@ impl Drop for Inner {
             && let Err(error) = self.log.close()
         {
             tracing::error!(%error, dir = %self.dir.display(), "cairn: final sync at close failed");
+        }
+    }
+}
+
+/// Opens a store for reading, looking again when what it finds may be a writer's work in
+/// progress rather than damage: `open` is called again (up to 8 more times) while it fails
+/// with damage or with a vanished segment file, or its outcome is not `settled`.
+///
+/// A reader may list the directory just before a writer's compaction removes the segments it
+/// replaced: listing again sees the compacted segment instead. A reader can also catch a writer
+/// in another process mid-record: damage in a scan of a live store may be a record in flight,
+/// so it pauses (a little longer each time) and looks again before believing it.
+fn look_again<T>(mut open: impl FnMut() -> Result<T>, settled: impl Fn(&T) -> bool) -> Result<T> {
+    const MAX_RETRIES: u64 = 8;
+    let pause = |attempts: u64| std::thread::sleep(std::time::Duration::from_millis(2 * attempts));
+    let mut attempts = 0;
+    loop {
+        match open() {
+            Ok(opened) if settled(&opened) || attempts >= MAX_RETRIES => return Ok(opened),
+            Ok(_) => {
+                attempts += 1;
+                pause(attempts);
+            }
+            Err(error) if attempts < MAX_RETRIES && vanished(&error) => attempts += 1,
+            Err(error) if attempts < MAX_RETRIES && error.is_corruption() => {
+                attempts += 1;
+                pause(attempts);
+            }
+            Err(error) => return Err(error),
         }
     }
 }

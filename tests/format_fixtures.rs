@@ -12,6 +12,10 @@
 //! 10 of each job (segment 1 is the compacted segment, with its snapshot record); then
 //! `github_sync` saved 10 more (`cursor` Y3Vy151..Y3Vy160) and `blob_job` one checkpoint of
 //! 70,000 bytes of JSON (LZ4-compressed). Segment 2 is the unsealed tail; last seq 188.
+//! `tests/fixtures/format-v4` was written by the format 4 build (the commit that added it) with
+//! the same calls as format-v3, except that the store was closed after `github_sync`'s last
+//! 10 saves and opened again for `blob_job`'s: segment 2 holds mark records (kind 5) after the
+//! syncs and the two closes; last seq 188, as marks take no number.
 
 use std::path::{Path, PathBuf};
 
@@ -366,4 +370,89 @@ fn format_v3_store_opens_for_writing_and_takes_saves() {
             .message,
         "HTTP 502"
     );
+}
+
+/// Offsets of the records of kind `kind` in a segment file, walked per FORMAT.md.
+fn records_of_kind(bytes: &[u8], kind: u8) -> Vec<usize> {
+    let mut found = Vec::new();
+    let mut pos = 64;
+    while pos + 32 <= bytes.len() && bytes[pos..pos + 32].iter().any(|&b| b != 0) {
+        let len = u32::from_le_bytes(bytes[pos + 24..pos + 28].try_into().unwrap()) as usize;
+        if bytes[pos + 28] == kind {
+            found.push(pos);
+        }
+        pos = (pos + 32 + len).next_multiple_of(8);
+    }
+    found
+}
+
+#[test]
+fn format_v4_store_opens_read_only_in_place() {
+    let dir = fixture("format-v4");
+    let files = [
+        "00000000000000000001.seg",
+        "00000000000000000002.seg",
+        "CAIRN",
+    ];
+    let read = || -> Vec<Vec<u8>> {
+        files
+            .iter()
+            .map(|f| std::fs::read(dir.join(f)).unwrap())
+            .collect()
+    };
+    let before = read();
+    assert!(
+        !records_of_kind(&before[1], 5).is_empty(),
+        "the fixture holds mark records"
+    );
+    let store = Store::open_read_only(&dir).unwrap();
+    assert!(
+        store.recovery_report().is_clean(),
+        "{:?}",
+        store.recovery_report()
+    );
+    assert_eq!(store.last_seq(), 188);
+    check_v3_contents(&store);
+    drop(store);
+    assert!(Store::verify(&dir).unwrap().is_clean());
+    assert!(before == read(), "reading must not change the fixture");
+}
+
+#[test]
+fn format_v4_store_is_proven_whole_and_takes_saves() {
+    let copy = copy_of("format-v4");
+    // Closed cleanly: every record is proven, so damage in the middle is corruption.
+    let tail = copy.path().join("00000000000000000002.seg");
+    let pristine = std::fs::read(&tail).unwrap();
+    let mut damaged = pristine.clone();
+    let (first_mark, first_record) = (records_of_kind(&pristine, 5)[0], 64);
+    assert!(first_mark > first_record);
+    damaged[first_record + 40] ^= 0x01;
+    std::fs::write(&tail, &damaged).unwrap();
+    let err = Store::open_read_only(copy.path()).expect_err("durable damage");
+    assert!(err.to_string().contains("DurableRecordsLost"), "{err}");
+    std::fs::write(&tail, &pristine).unwrap();
+
+    let options = Options::default()
+        .segment_size(64 * 1024)
+        .auto_compact(cairn::AutoCompact::disabled());
+    let store = Store::open_with(copy.path(), options).unwrap();
+    assert!(
+        store.recovery_report().is_clean(),
+        "{:?}",
+        store.recovery_report()
+    );
+    check_v3_contents(&store);
+    let seq = store
+        .save(
+            "jira_sync",
+            "issues",
+            &serde_json::json!({"total_issues_processed": 2100}),
+        )
+        .unwrap();
+    assert_eq!(seq, 189);
+    drop(store);
+    let store = Store::open_read_only(copy.path()).unwrap();
+    assert!(store.recovery_report().is_clean());
+    assert_eq!(store.history("jira_sync").unwrap().len(), 11);
 }

@@ -10,7 +10,7 @@ use crate::format::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Durability {
-    /// `save` returns only once the record is on stable storage (msync of what it wrote).
+    /// `save` returns only once the record is on stable storage (fdatasync of what it wrote).
     /// Concurrent savers share one sync (group commit). The default.
     Sync,
     /// `save` returns once the record is in the page cache; a background thread syncs at least

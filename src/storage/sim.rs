@@ -31,7 +31,7 @@ use super::{DirEntry, DirLock, SegmentFile, Storage};
 
 /// Granularity of torn writes.
 const SECTOR_BYTES: usize = 512;
-/// Granularity of syncs (msync works on whole pages).
+/// Granularity of syncs (the page cache writes whole pages back).
 const PAGE_BYTES: u64 = 4096;
 
 /// What a power loss keeps of the dirty pages (written, not yet written back). Pages whose

@@ -60,6 +60,12 @@ fn check_acknowledged_survive(disk: &SimDisk, acked: &[(u64, Value)], context: &
 /// acknowledges saves 7 and 8. A power loss must keep 1 to 5, 7 and 8, and the store must open.
 #[test]
 fn a_reopen_after_a_failed_sync_in_the_same_boot_keeps_every_later_save() {
+    reopen_after_a_failed_sync(Fault::FailSync(1));
+}
+
+/// Saves 1 to 5; save 6's sync fails with `fault`; the store is reopened in the same boot and
+/// acknowledges saves 7 and 8; a power loss must keep 1 to 5, 7 and 8.
+fn reopen_after_a_failed_sync(fault: Fault) {
     let disk = SimDisk::new();
     let store = open(&disk).expect("opens");
     let mut acked = Vec::new();
@@ -69,7 +75,7 @@ fn a_reopen_after_a_failed_sync_in_the_same_boot_keeps_every_later_save() {
     }
     // Save 6 spans several pages: 7 and 8 rewrite only the page they start in, so the
     // middle of 6 never reaches the disk unless the reopened writer writes it again.
-    disk.inject(Fault::FailSync(1));
+    disk.inject(fault);
     let err = store
         .save("job", "p", &data(6, 12_000))
         .expect_err("the sync fails");
@@ -146,27 +152,7 @@ fn a_sync_without_space_poisons_like_eio_and_loses_nothing_acknowledged() {
 /// write-back found no space.
 #[test]
 fn a_reopen_after_a_sync_without_space_keeps_every_later_save() {
-    let disk = SimDisk::new();
-    let store = open(&disk).expect("opens");
-    let mut acked = Vec::new();
-    for i in 1..=5 {
-        let value = data(i, 100);
-        acked.push((store.save("job", "p", &value).expect("save"), value));
-    }
-    disk.inject(Fault::SyncNoSpace(1));
-    store
-        .save("job", "p", &data(6, 12_000))
-        .expect_err("the sync fails");
-    assert!(store.metrics().poisoned.is_some());
-    drop(store);
-    disk.clear_faults();
-    let store = open(&disk).expect("reopens in the same boot");
-    for i in 7..=8 {
-        let value = data(i, 100);
-        acked.push((store.save("job", "p", &value).expect("save"), value));
-    }
-    drop(store);
-    check_acknowledged_survive(&disk, &acked, "saves 7 and 8 after a reopen");
+    reopen_after_a_failed_sync(Fault::SyncNoSpace(1));
 }
 
 /// Finding 2, made deterministic with the disk's concurrent hook and the threads' scheduler

@@ -392,11 +392,11 @@ impl Options {
     }
 
     /// The largest record body that fits in one segment of this size, leaving room for the
-    /// segment header, and after the record for a mark and the seal that ends a full segment
+    /// segment header, and after the record for two marks and the seal that ends a full segment
     /// (docs/FORMAT.md, "Finding the end of valid data").
     pub(crate) fn max_record_body_bytes(&self) -> u64 {
-        // Header, the record's own header, a mark, a seal, and the record's padding.
-        let overhead = (SEGMENT_HEADER_LEN + 3 * RECORD_HEADER_LEN + 8) as u64;
+        // Header, the record's own header, two marks, a seal, and the record's padding.
+        let overhead = (SEGMENT_HEADER_LEN + 4 * RECORD_HEADER_LEN + 8) as u64;
         let fits_a_segment = self.segment_size_bytes.saturating_sub(overhead);
         fits_a_segment.min(u64::from(crate::format::MAX_RECORD_BODY_BYTES))
     }

@@ -17,6 +17,9 @@ use serde_json::{Value, json};
 const DIR: &str = "/sim/store";
 const SEGMENT: u64 = 64 * 1024;
 const HEADER: usize = 64;
+/// Room the writer keeps after every record: two marks and a seal (FORMAT.md, "Finding the
+/// end of valid data").
+const RESERVE: usize = 96;
 const RECORD_HEADER: usize = 32;
 
 fn options() -> Options {
@@ -79,8 +82,8 @@ fn sized(len: usize) -> Value {
 // Finding A: the record body limit ignores the mark reserve (panic in a save).
 // ---------------------------------------------------------------------------------------------
 
-/// `Options::max_record_body_bytes` leaves room for the segment header and one seal, but
-/// `Writer::fits` now also reserves a mark after every record (TAIL_RESERVE = mark + seal).
+/// `Options::max_record_body_bytes` left room for the segment header and one seal, but
+/// `Writer::fits` also reserves marks after every record (TAIL_RESERVE).
 /// A body in the last 24 bytes below the limit passes `check_size`, does not fit even an empty
 /// segment, so `Log::append` rolls over and `Writer::append` asserts: the save panics (and
 /// every retry seals one more empty segment first).
@@ -90,7 +93,7 @@ fn the_largest_accepted_payload_is_saved_without_a_panic() {
     // The body of a checkpoint of job "j", phase "p" is its JSON plus a small envelope; try
     // every JSON length around the limit.
     let mut outcomes = Vec::new();
-    for len in (SEGMENT as usize - 220)..(SEGMENT as usize - 100) {
+    for len in (SEGMENT as usize - 260)..(SEGMENT as usize - 100) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_with(dir.path(), options.clone()).unwrap();
         let saved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -161,10 +164,10 @@ fn two_leaders_never_need_more_than_the_reserved_room_for_marks() {
         MARK,
         "Sync mode marks every save"
     );
-    // Save a: small. Save b: ends exactly where the mark + seal reserve starts.
+    // Save a: small. Save b: ends exactly where the reserve for marks and the seal starts.
     let a_len = 100;
     let a_end = end + (RECORD_HEADER + envelope + a_len).next_multiple_of(8);
-    let b_padded = SEGMENT as usize - 64 - a_end;
+    let b_padded = SEGMENT as usize - RESERVE - a_end;
     assert_eq!(b_padded % 8, 0);
     let b_len = b_padded - RECORD_HEADER - envelope;
     assert!(b_len > 300, "setup: {b_len}");
@@ -214,7 +217,7 @@ fn two_leaders_never_need_more_than_the_reserved_room_for_marks() {
     let b = *walk(&image()).last().unwrap();
     assert_eq!(
         b.end(),
-        SEGMENT as usize - 64,
+        SEGMENT as usize - RESERVE,
         "setup: save b ends at the reserve"
     );
     release_tx.send(()).unwrap();

@@ -18,9 +18,12 @@ use super::segment::Segment;
 const SEAL_LEN: u64 = padded_record_len(0) as u64;
 /// Length of a mark record (an empty body).
 const MARK_LEN: u64 = padded_record_len(0) as u64;
-/// Room kept free after every record: one mark (the proof that a sync covered it) and the
-/// seal, so that neither can ever be refused for lack of space.
-const TAIL_RESERVE: u64 = MARK_LEN + SEAL_LEN;
+/// Room kept free after every record: two marks and the seal, so that none of them is ever
+/// refused for lack of space. Two marks can follow a record: one from the group-commit leader
+/// whose sync began before the record was written (it proves less), then one from the next
+/// leader, which proves the record. Leaders are serialized up to their mark, and once a mark
+/// proves the last record no further mark is needed until a new record.
+const TAIL_RESERVE: u64 = 2 * MARK_LEN + SEAL_LEN;
 
 /// Where a record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,11 +234,12 @@ impl Writer {
             self.segment.header.version >= MARK_VERSION && !self.segment.header.compacted,
             "marks go only into current-format, uncompacted segments"
         );
-        // Room for one mark is reserved after every record (TAIL_RESERVE), but several marks
-        // can follow the last record when syncs that started before it was written finish
-        // one after another. Without room, no mark: the next record rolls over, and the
-        // seal then proves everything before it (a clean close does that at once).
-        if self.offset + MARK_LEN + SEAL_LEN > self.segment.usable_len() {
+        // TAIL_RESERVE makes room for every mark the log writes; should that reasoning ever
+        // fail, a missing mark costs only a proof, and a clean close seals the segment, which
+        // proves it whole: never a panic in a save.
+        let room = self.offset + MARK_LEN + SEAL_LEN <= self.segment.usable_len();
+        debug_assert!(room, "no room for a mark: the tail reserve is too small");
+        if !room {
             return Ok(false);
         }
         let header = RecordHeader {
@@ -248,7 +252,16 @@ impl Writer {
         self.segment
             .file
             .write(self.offset, &self.buf)
-            .map_err(|e| write_failure("write mark record", &self.segment.path, e, MARK_LEN))?;
+            .map_err(|e| {
+                // Unlike a record, a mark that is not written poisons even on a full disk: the
+                // sync it follows made records durable that would otherwise be acknowledged
+                // (or reported failed but published by a later saver) without a proof.
+                match write_failure("write mark record", &self.segment.path, e, MARK_LEN) {
+                    WriteFailure::Clean(error) | WriteFailure::Poisoning(error) => {
+                        WriteFailure::Poisoning(error)
+                    }
+                }
+            })?;
         self.offset += self.buf.len() as u64;
         self.proven_seq = durable_seq;
         self.segment.publish(self.offset);

@@ -137,8 +137,8 @@ impl Writer {
         self.offset
     }
 
-    /// Whether a record with this body fits in an empty segment, with room for a mark and
-    /// the seal after it. The store's limits (`Options::max_record_body_bytes`) make sure it
+    /// Whether a record with this body fits in an empty segment, with room for the marks and
+    /// the seal after it (`TAIL_RESERVE`). The store's limits (`Options::max_record_body_bytes`) make sure it
     /// does; the log checks again rather than trust every caller.
     pub fn fits_a_new_segment(&self, body_len: usize) -> bool {
         (SEGMENT_HEADER_LEN + padded_record_len(body_len)) as u64 + TAIL_RESERVE
@@ -159,8 +159,8 @@ impl Writer {
         self.next_seq - 1
     }
 
-    /// Whether a record with this body fits in the current segment, with room for a mark
-    /// and the seal after it.
+    /// Whether a record with this body fits in the current segment, with room for the marks
+    /// and the seal after it (`TAIL_RESERVE`).
     pub fn fits(&self, body_len: usize) -> bool {
         self.offset + padded_record_len(body_len) as u64 + TAIL_RESERVE <= self.segment.usable_len()
     }

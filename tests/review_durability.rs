@@ -1,9 +1,9 @@
-//! Adversarial review of the durability core (issue 9, commit 372f209): each test is one
-//! scenario in which a crash, a bit flip, a failed sync or an interleaving of savers reaches
-//! a torn/durable decision or an acknowledgement. The first three failed on the reviewed code
+//! Adversarial reviews of the durability core (issue 9): each test is one scenario in which a
+//! crash, a bit flip, a failed sync or an interleaving of savers reaches a torn/durable
+//! decision or an acknowledgement. All but the power-loss sweep failed on the reviewed code
 //! (a payload the limit accepted panicked; several marks after one record panicked at a
-//! segment's end; savers were acknowledged before the mark proving their sync existed) and
-//! pass since the fixes; the last one passed from the start.
+//! segment's end; savers were acknowledged before the mark proving their sync existed; a
+//! save whose mark found no room was acknowledged without proof) and pass since the fixes.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -71,6 +71,7 @@ fn walk(bytes: &[u8]) -> Vec<Walked> {
 }
 
 const MARK: u8 = 5;
+const CHECKPOINT: u8 = 1;
 
 /// Data of exactly `len` bytes of JSON (a string), so record sizes can be planned.
 fn sized(len: usize) -> Value {
@@ -156,7 +157,7 @@ fn two_leaders_never_need_more_than_the_reserved_room_for_marks() {
         }
     }
     let records = walk(&image());
-    let last_checkpoint = records.iter().rev().find(|r| r.kind == 1).unwrap();
+    let last_checkpoint = records.iter().rev().find(|r| r.kind == CHECKPOINT).unwrap();
     let envelope = last_checkpoint.body_len - pad;
     let end = records.last().unwrap().end();
     assert_eq!(
@@ -212,7 +213,7 @@ fn two_leaders_never_need_more_than_the_reserved_room_for_marks() {
     eventually("save b is written", || {
         walk(&image())
             .iter()
-            .any(|r| r.seq == n as u64 + 2 && r.kind == 1)
+            .any(|r| r.seq == n as u64 + 2 && r.kind == CHECKPOINT)
     });
     let b = *walk(&image()).last().unwrap();
     assert_eq!(
@@ -251,7 +252,7 @@ fn flip_bit_in_record(disk: &SimDisk, path: &Path, seq: u64) {
     let mut bytes = disk.read_file(path).unwrap();
     let record = walk(&bytes)
         .into_iter()
-        .find(|r| r.seq == seq && r.kind == 1)
+        .find(|r| r.seq == seq && r.kind == CHECKPOINT)
         .unwrap();
     bytes[record.end() - 9] ^= 0x10;
     disk.overwrite_file(path, bytes);
@@ -423,5 +424,120 @@ fn power_loss_during_concurrent_saves_and_rollovers_keeps_every_acknowledged_sav
         let max = known.iter().map(|(_, seq, _)| *seq).max().unwrap_or(0);
         let next = reopened.save("probe", "p", &json!({})).unwrap();
         assert!(next > max, "image {n}: number {next} handed out again");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The second review (the final code): room for the mark that proves the last record.
+// ---------------------------------------------------------------------------------------------
+
+/// Sync mode. Save `a` is being synced by leader 1 when save `b` is appended, and `b` ends
+/// exactly where the reserve for marks and the seal starts. Leader 1's mark (proving `a`)
+/// takes room after `b`; leader 2 syncs `b` and must still find room for the mark that proves
+/// it. (With room for one mark only, it skipped it and acknowledged `b` anyway.)
+///
+/// Issue 9: "The same holds when the writer crashes after a sync: what that sync covered is
+/// proven." The writer crashes now (kill -9: the disk keeps every page), and one bit of `b`
+/// flips. The default open must report the damage, not take `b` for a torn write, cut it off
+/// without an error and hand its sequence number out again.
+#[test]
+fn a_save_acknowledged_without_room_for_its_mark_is_still_proven_after_a_crash() {
+    let disk = SimDisk::new();
+    let store = Arc::new(testing::open(&disk, Path::new(DIR), options(), false).unwrap());
+    let image = || disk.read_file(&segment_path(1)).unwrap();
+    // Fill segment 1 so that about 1.7 KiB are left; measure the checkpoint envelope.
+    let pad = 1000;
+    loop {
+        store.save("j", "p", &sized(pad)).unwrap();
+        let end = walk(&image()).last().unwrap().end();
+        if (SEGMENT as usize) - end < 1700 {
+            break;
+        }
+    }
+    let records = walk(&image());
+    let last_checkpoint = records.iter().rev().find(|r| r.kind == CHECKPOINT).unwrap();
+    let envelope = last_checkpoint.body_len - pad;
+    let end = records.last().unwrap().end();
+    // Save a: small. Save b: ends exactly where the reserve for marks and the seal starts.
+    let a_len = 100;
+    let a_end = end + (RECORD_HEADER + envelope + a_len).next_multiple_of(8);
+    let b_padded = SEGMENT as usize - RESERVE - a_end;
+    let b_len = b_padded - RECORD_HEADER - envelope;
+    assert!(b_padded.is_multiple_of(8) && b_len > 300, "setup: {b_len}");
+
+    // The first sync (leader 1, save a) waits to be released; the second (leader 2, save b)
+    // waits until leader 1's mark is in the file after b.
+    let (in_sync_tx, in_sync_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let mut syncs = 0;
+    let mark_at = a_end + b_padded;
+    disk.set_hook(move |disk, step| {
+        if step != Step::Sync {
+            return;
+        }
+        syncs += 1;
+        if syncs == 1 {
+            in_sync_tx.send(()).unwrap();
+            release_rx.lock().unwrap().recv().unwrap();
+        } else if syncs == 2 {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                let bytes = disk.read_file(&segment_path(1)).unwrap();
+                if bytes[mark_at + 28] == MARK {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    let saver = |len: usize| {
+        let store = store.clone();
+        std::thread::spawn(move || store.save("j", "p", &sized(len)))
+    };
+    let leader_1 = saver(a_len);
+    in_sync_rx.recv().unwrap();
+    let leader_2 = saver(b_len);
+    eventually("save b is written", || {
+        walk(&image())
+            .last()
+            .is_some_and(|r| r.kind == CHECKPOINT && r.end() == SEGMENT as usize - RESERVE)
+    });
+    release_tx.send(()).unwrap();
+    leader_1.join().unwrap().expect("save a");
+    let b_seq = leader_2.join().unwrap().expect("save b is acknowledged");
+    disk.clear_hook();
+    let tail = walk(&image());
+    let b = *tail
+        .iter()
+        .find(|r| r.seq == b_seq && r.kind == CHECKPOINT)
+        .unwrap();
+    // Two marks follow save b: leader 1's (proving a) and leader 2's (proving b).
+    assert!(
+        tail.iter()
+            .any(|r| r.kind == MARK && r.durable_seq >= b_seq),
+        "a mark proves save b ({tail:?})"
+    );
+
+    // kill -9 now (every page reaches the disk), then one bit of b's JSON flips.
+    let crashed = disk.crash(CrashMode::KeepUnsynced, 1);
+    drop(store);
+    let mut bytes = crashed.read_file(&segment_path(1)).unwrap();
+    bytes[b.end() - 9] ^= 0x10;
+    crashed.overwrite_file(&segment_path(1), bytes);
+
+    match testing::open(&crashed, Path::new(DIR), options(), false) {
+        Err(error) => assert!(error.is_corruption(), "a clear corruption error: {error}"),
+        Ok(reopened) => {
+            let latest = reopened.latest("j").unwrap().map(|c| c.seq);
+            let report = reopened.recovery_report().clone();
+            let reused = reopened.save("j", "p", &sized(10)).unwrap();
+            panic!(
+                "the default open accepted the store: latest is {latest:?}, not the \
+                 acknowledged {b_seq}; findings {:?}; the next save got sequence number \
+                 {reused}",
+                report.findings
+            );
+        }
     }
 }

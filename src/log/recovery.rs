@@ -320,7 +320,7 @@ fn rewrite_unproven(segment: &Segment, proven_seq: u64, report: &mut RecoveryRep
     segment
         .file
         .write(unproven.offset, &bytes)
-        .map_err(|e| write_error("write recovered records again to", &segment.path, e))?;
+        .map_err(|e| sync_error("write recovered records again to", &segment.path, e))?;
     report.bytes_rewritten += bytes.len() as u64;
     // Only marks (the proof a clean close leaves) is the normal case, not worth a note.
     if let Some(seq) = unproven.first_record_seq {
@@ -365,11 +365,6 @@ fn first_record_above(segment: &Segment, seq: u64, end: u64) -> Result<Option<Un
         pos += header.padded_len() as u64;
     }
     Ok(found)
-}
-
-/// An error writing recovered data: disk full when there is no room.
-fn write_error(op: &'static str, path: &Path, e: std::io::Error) -> Error {
-    sync_error(op, path, e)
 }
 
 fn blank_file(storage: &dyn Storage, path: &Path) -> bool {

@@ -313,14 +313,9 @@ impl Writer {
 /// A failed write: no space is clean (the writer did not move, and the next record overwrites
 /// whatever part was written); anything else leaves bytes of unknown state and poisons.
 fn write_failure(op: &'static str, path: &Path, e: std::io::Error, len: u64) -> WriteFailure {
-    if super::segment::is_disk_full(&e) {
-        WriteFailure::Clean(Error::DiskFull {
-            path: path.to_path_buf(),
-            needed_bytes: len,
-            source: e,
-        })
-    } else {
-        WriteFailure::Poisoning(Error::io(op, path, e))
+    match Error::io_or_disk_full(op, path, len, e) {
+        error @ Error::DiskFull { .. } => WriteFailure::Clean(error),
+        error => WriteFailure::Poisoning(error),
     }
 }
 
@@ -378,6 +373,45 @@ mod tests {
         let store = Store::open(dir.path()).expect("reopen");
         assert!(store.recovery_report().is_clean(), "no damage left behind");
         assert_eq!(values(&store), [0, 1, 2, 3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn a_full_disk_at_a_mark_write_poisons_and_acknowledges_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, faults) = faulty_store(dir.path(), Options::default());
+        for i in 0..5u64 {
+            store.save("job", "p", &i).expect("save");
+        }
+        // The record of save 5 is written and synced; the mark proving that sync is not.
+        faults.small_write_full.store(true, Ordering::SeqCst);
+        let err = store
+            .save("job", "p", &5u64)
+            .expect_err("the mark finds no room");
+        assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
+        faults.small_write_full.store(false, Ordering::SeqCst);
+        assert!(
+            store.metrics().poisoned.is_some(),
+            "a missing proof poisons"
+        );
+        assert!(matches!(
+            store.save("job", "p", &6u64),
+            Err(Error::Poisoned { .. })
+        ));
+        assert_eq!(
+            values(&store),
+            [0, 1, 2, 3, 4],
+            "the failed save is not visible"
+        );
+        drop(store);
+        // Its record was synced: after a reopen it may be there, and nothing else changed.
+        let store = Store::open(dir.path()).expect("reopen");
+        assert!(
+            store.recovery_report().is_clean(),
+            "{:?}",
+            store.recovery_report()
+        );
+        assert!(values(&store).starts_with(&[0, 1, 2, 3, 4]));
+        assert!(values(&store).len() <= 6);
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub(crate) struct Faults {
     /// Writes store the first half of their bytes, then fail with ENOSPC (as a `pwrite` that
     /// runs out of space part-way).
     pub write_full: AtomicBool,
+    /// Writes of 32 bytes or fewer (a mark, a seal) fail with ENOSPC, writing nothing.
+    pub small_write_full: AtomicBool,
     /// Syncs of records fail with ENOSPC (btrfs refusing space at write-back). The sync of a
     /// new segment (from offset 0) still works, so that a rollover reaches its seal's sync.
     pub sync_full: AtomicBool,
@@ -42,6 +44,9 @@ impl SegmentFile for FaultyFile {
         self.inner.read(offset, len)
     }
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        if data.len() <= 32 && self.faults.small_write_full.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
         if self.faults.write_full.load(Ordering::SeqCst) {
             let half = data.get(..data.len() / 2).unwrap_or_default();
             self.inner.write(offset, half)?;

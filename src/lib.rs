@@ -14,10 +14,10 @@ mod store;
 pub use checkpoint::Checkpoint;
 pub use error::{Error, Result};
 pub use job::{
-    CheckpointMeta, CheckpointPolicy, Checkpointer, CustomRule, ErrorContext, JobError, JobEvent,
-    JobState, JobStatus, JobType, JobTypeBuilder, MAX_JOB_TYPE_NAME_BYTES, MAX_PHASES,
-    MAX_RETRIES_LIMIT, MAX_RETRY_DELAY, MAX_WORK_UNITS, MigrationError, MigrationStep, Migrations,
-    QueueError, RecoveryDecision, ResumeStrategy, RetryPolicy, ScheduledRetry, StartPoint, Trigger,
+    CheckpointMeta, CheckpointPolicy, Checkpointer, CustomRule, ErrorContext, JobEvent, JobState,
+    JobStatus, JobType, JobTypeBuilder, MAX_JOB_TYPE_NAME_BYTES, MAX_PHASES, MAX_RETRIES_LIMIT,
+    MAX_RETRY_DELAY, MAX_WORK_UNITS, MigrationError, MigrationStep, Migrations, QueueError,
+    RecoveryDecision, ResumeStrategy, RetryPolicy, RunFailure, ScheduledRetry, StartPoint, Trigger,
     UnitState, ValidationFailure, Validator, WHOLE_DATA_FIELD, WorkQueue, WorkUnit, backoff_delay,
     idempotency_key, jitter_seed, keep_essential_fields, plan_recovery,
 };

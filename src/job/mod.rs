@@ -45,6 +45,6 @@ pub use plan::{
 };
 pub use policy::{CheckpointPolicy, Checkpointer};
 pub use queue::{MAX_WORK_UNITS, QueueError, UnitState, WorkQueue, WorkUnit};
-pub use state::{CheckpointMeta, JobError, JobState, JobStatus, ScheduledRetry};
+pub use state::{CheckpointMeta, JobState, JobStatus, RunFailure, ScheduledRetry};
 pub use strategy::{ResumeStrategy, StartPoint};
 pub use validation::{CustomRule, ValidationFailure, Validator, WHOLE_DATA_FIELD};

@@ -66,7 +66,7 @@ pub struct CheckpointMeta {
 /// The last failure of a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
-pub struct JobError {
+pub struct RunFailure {
     /// The error message.
     pub message: String,
     /// Where it failed and whether a retry can help.
@@ -118,7 +118,7 @@ pub struct JobState {
     /// The attempt number of the latest `RunStarted` (0 before any run).
     pub attempt: u32,
     /// The last failure, kept after a later success for reference.
-    pub last_error: Option<JobError>,
+    pub last_error: Option<RunFailure>,
     /// The checkpoint set aside by the last `CheckpointCleared` that had one to set aside,
     /// kept for reference (the Jira full restart).
     pub cleared_checkpoint: Option<CheckpointMeta>,
@@ -210,7 +210,7 @@ impl JobState {
             JobEvent::RunFailed { error, context } => {
                 self.status = JobStatus::Failed;
                 self.retry_count = self.retry_count.saturating_add(1);
-                self.last_error = Some(JobError {
+                self.last_error = Some(RunFailure {
                     message: error.clone(),
                     context: context.clone(),
                     at,

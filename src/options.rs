@@ -84,7 +84,7 @@ const _: () = assert!(
 ///     .keep_last(5)
 ///     .max_age(Duration::from_secs(7 * 24 * 3600))
 ///     .max_bytes(256 * 1024 * 1024);
-/// assert_eq!(retention.keep_last_count(), 5);
+/// assert_eq!(retention.get_keep_last(), 5);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -129,17 +129,17 @@ impl Retention {
     }
 
     /// How many checkpoints per job are kept.
-    pub fn keep_last_count(&self) -> usize {
+    pub fn get_keep_last(&self) -> usize {
         self.keep_last
     }
 
     /// The age limit, if any.
-    pub fn max_age_limit(&self) -> Option<Duration> {
+    pub fn get_max_age(&self) -> Option<Duration> {
         self.max_age
     }
 
     /// The disk-use cap, if any.
-    pub fn max_bytes_limit(&self) -> Option<u64> {
+    pub fn get_max_bytes(&self) -> Option<u64> {
         self.max_bytes
     }
 }
@@ -287,47 +287,47 @@ impl Options {
     }
 
     /// The retention policy in force.
-    pub fn retention_policy(&self) -> Retention {
+    pub fn get_retention(&self) -> Retention {
         self.retention
     }
 
     /// The automatic compaction thresholds in force.
-    pub fn auto_compact_policy(&self) -> AutoCompact {
+    pub fn get_auto_compact(&self) -> AutoCompact {
         self.auto_compact
     }
 
     /// The size above which checkpoint data is compressed.
-    pub fn compress_above_bytes(&self) -> u64 {
+    pub fn get_compress_above(&self) -> u64 {
         self.compress_above_bytes
     }
 
     /// The durability mode in force.
-    pub fn durability_mode(&self) -> Durability {
+    pub fn get_durability(&self) -> Durability {
         self.durability
     }
 
     /// The recovery mode in force.
-    pub fn recovery_mode(&self) -> RecoveryMode {
+    pub fn get_recovery(&self) -> RecoveryMode {
         self.recovery
     }
 
     /// The segment size for new segments, in bytes.
-    pub fn segment_size_bytes(&self) -> u64 {
+    pub fn get_segment_size(&self) -> u64 {
         self.segment_size_bytes
     }
 
     /// The largest checkpoint data accepted, in bytes as stored (after compression).
-    pub fn max_payload_bytes(&self) -> u64 {
+    pub fn get_max_payload(&self) -> u64 {
         self.max_payload_bytes
     }
 
     /// The longest job name accepted, in bytes.
-    pub fn max_job_name_bytes(&self) -> usize {
+    pub fn get_max_job_name(&self) -> usize {
         self.max_job_name_bytes
     }
 
     /// The longest phase accepted, in bytes.
-    pub fn max_phase_bytes(&self) -> usize {
+    pub fn get_max_phase(&self) -> usize {
         self.max_phase_bytes
     }
 

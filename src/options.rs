@@ -26,7 +26,9 @@ pub enum Durability {
     OsOnly,
 }
 
-/// What recovery does with damaged records, modelled on RocksDB's WAL recovery modes.
+/// What recovery, the check and repair of the log when a store is opened, does with damaged
+/// records; modelled on RocksDB's WAL recovery modes. (Planning a job's next run after a
+/// crash is another matter: [`Store::plan`](crate::Store::plan).)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
@@ -77,6 +79,9 @@ const _: () = assert!(
 
 /// What compaction keeps. **The latest checkpoint and the state of every job that was not
 /// deleted are always kept**, whatever the policy says; the policy only trims history.
+///
+/// Each setting has a setter named for it and a getter of the same name with `get_` in front
+/// ([`Retention::keep_last`], [`Retention::get_keep_last`]), as [`Options`] has.
 ///
 /// ```
 /// use std::time::Duration;
@@ -194,6 +199,21 @@ impl AutoCompact {
 }
 
 /// How a store is opened. Build one with `Options::default()` and the setters.
+///
+/// Each option has a setter named for it, which documents its default, and a getter of the
+/// same name with `get_` in front: [`Options::segment_size`] sets what
+/// [`Options::get_segment_size`] returns. [`Retention`] follows the same convention.
+///
+/// ```
+/// use cairn::{Durability, Options, Retention};
+/// let options = Options::default()
+///     .durability(Durability::OsOnly)
+///     .segment_size(16 * 1024 * 1024)
+///     .retention(Retention::default().keep_last(3));
+/// assert_eq!(options.get_durability(), Durability::OsOnly);
+/// assert_eq!(options.get_segment_size(), 16 * 1024 * 1024);
+/// assert_eq!(options.get_retention().get_keep_last(), 3);
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Options {

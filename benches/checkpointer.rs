@@ -12,7 +12,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use cairn::{CheckpointPolicy, Checkpointer};
+use cairn::job::{Checkpointer, presets};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const ITEMS: u64 = 10_000;
@@ -22,7 +22,7 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(ITEMS));
     group.bench_function("item", |b| {
         let now = Instant::now();
-        let mut checkpointer = Checkpointer::new(CheckpointPolicy::github(), now);
+        let mut checkpointer = Checkpointer::new(presets::github_checkpoint_policy(), now);
         b.iter(|| {
             let mut saves = 0u64;
             for _ in 0..ITEMS {

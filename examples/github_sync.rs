@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use cairn::{JobType, RecoveryPlan, RetryPolicy, Store, Trigger, WorkQueue, idempotency_key};
+use cairn::job::{WorkQueue, idempotency_key, presets};
+use cairn::{RunPlan, Store, Trigger};
 use serde::{Deserialize, Serialize};
 
 const JOB: &str = "github_sync";
@@ -73,7 +74,7 @@ impl Warehouse {
     }
 }
 
-/// The checkpoint, in the seed's GitHub format (what `JobType::github()` validates).
+/// The checkpoint, in the format `presets::github_extractor()` validates.
 #[derive(Debug, Serialize, Deserialize)]
 struct Progress {
     repo_processing_queue: WorkQueue,
@@ -86,7 +87,7 @@ struct Progress {
 /// deploy-time dry run of the migrations against every checkpoint kept.
 fn open(dir: &Path) -> cairn::Result<Store> {
     let store = Store::open(dir)?;
-    store.register(JOB, JobType::github())?;
+    store.register(JOB, presets::github_extractor())?;
     let check = store.check_migrations()?;
     assert!(
         check.is_ok(),
@@ -103,8 +104,8 @@ fn open(dir: &Path) -> cairn::Result<Store> {
 /// Where this run starts: the checkpoint's exact position after a crash, else a new queue of
 /// every repository.
 fn start(store: &Store, api: &FakeGithub) -> cairn::Result<Progress> {
-    match store.plan_recovery(JOB, &RetryPolicy::default())? {
-        RecoveryPlan::Resume(checkpoint) => {
+    match store.plan(JOB)? {
+        RunPlan::Resume { checkpoint } => {
             let progress: Progress = checkpoint.data_as()?;
             let queue = &progress.repo_processing_queue;
             let position = match queue.in_flight() {
@@ -121,7 +122,7 @@ fn start(store: &Store, api: &FakeGithub) -> cairn::Result<Progress> {
             );
             Ok(progress)
         }
-        RecoveryPlan::FreshStart | RecoveryPlan::Normal => {
+        RunPlan::FreshStart | RunPlan::Normal => {
             println!("fresh start");
             let progress = Progress {
                 repo_processing_queue: WorkQueue::new(api.repositories()).expect("unique names"),
@@ -152,7 +153,7 @@ fn run(
     let mut progress = start(store, api)?;
     let started_from = progress.total_prs_processed;
     store.start_run(JOB)?;
-    let mut checkpointer = JobType::github().checkpointer(Instant::now());
+    let mut checkpointer = presets::github_extractor().checkpointer(Instant::now());
     let mut pages = 0;
     while let Some(unit) = progress.repo_processing_queue.next_unit() {
         let (repo, mut cursor) = (unit.name.clone(), unit.cursor.clone());

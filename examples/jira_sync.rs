@@ -1,5 +1,5 @@
 //! A Jira-style sync with cairn: after any interruption or failure the job restarts from
-//! scratch (the seed's "complete restart for simplicity and data consistency"). The old
+//! scratch, trading refetching for simplicity and consistency. The old
 //! checkpoint is set aside with `clear_checkpoint`, kept for reference, and everything is
 //! extracted again; idempotent upserts keep the warehouse free of duplicates.
 //!
@@ -13,9 +13,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cairn::{
-    ErrorContext, JobType, RecoveryPlan, RetryPolicy, StartPoint, Store, Trigger, idempotency_key,
-};
+use cairn::job::{StartPoint, idempotency_key, presets};
+use cairn::{ErrorContext, RetryPolicy, RunPlan, Store, Trigger};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -60,7 +59,7 @@ impl FakeJira {
     }
 }
 
-/// The checkpoint, in the seed's Jira format (what `JobType::jira()` validates).
+/// The checkpoint, in the format `presets::jira_extractor()` validates.
 #[derive(Debug, Serialize, Deserialize)]
 struct Progress {
     last_sync_at: Option<DateTime<Utc>>,
@@ -78,7 +77,7 @@ type Warehouse = BTreeMap<String, u32>;
 /// deploy-time dry run of the migrations against every checkpoint kept.
 fn open(dir: &Path) -> cairn::Result<Store> {
     let store = Store::open(dir)?;
-    store.register(JOB, JobType::jira())?;
+    store.register(JOB, presets::jira_extractor())?;
     let check = store.check_migrations()?;
     assert!(
         check.is_ok(),
@@ -101,10 +100,10 @@ fn retry_policy() -> RetryPolicy {
 /// Plans the run and applies the job type's strategy: a full restart whenever there is a
 /// checkpoint to continue from.
 fn prepare(store: &Store) -> Result<(), Box<dyn std::error::Error>> {
-    let checkpoint = match store.plan_recovery(JOB, &retry_policy())? {
-        RecoveryPlan::FreshStart | RecoveryPlan::Normal => None,
-        RecoveryPlan::Resume(checkpoint) => Some(checkpoint),
-        RecoveryPlan::RetryWithBackoff {
+    let checkpoint = match store.plan_with(JOB, &retry_policy())? {
+        RunPlan::FreshStart | RunPlan::Normal => None,
+        RunPlan::Resume { checkpoint } => Some(checkpoint),
+        RunPlan::RetryWithBackoff {
             attempt,
             delay,
             checkpoint,
@@ -114,7 +113,7 @@ fn prepare(store: &Store) -> Result<(), Box<dyn std::error::Error>> {
             std::thread::sleep(delay);
             checkpoint
         }
-        RecoveryPlan::GiveUp { reason } => return Err(reason.into()),
+        RunPlan::GiveUp { reason } => return Err(reason.into()),
         other => return Err(format!("unexpected plan {other:?}").into()),
     };
     let job_type = store.job_type(JOB).expect("registered");
@@ -143,7 +142,7 @@ fn run(
 ) -> Result<bool, Box<dyn std::error::Error>> {
     prepare(store)?;
     store.start_run(JOB)?;
-    let mut checkpointer = JobType::jira().checkpointer(Instant::now());
+    let mut checkpointer = presets::jira_extractor().checkpointer(Instant::now());
     let mut progress = Progress {
         last_sync_at: Some(Utc::now()),
         total_issues_processed: 0,
@@ -205,8 +204,8 @@ fn run(
     Ok(true)
 }
 
-/// Records a failed run: a checkpoint with the error context first (the seed's
-/// `error_occurrence` trigger), then the failure, which plans a retry with backoff.
+/// Records a failed run: a checkpoint with the error context first (saved with the
+/// `ApiError` trigger), then the failure, which plans a retry with backoff.
 fn fail(
     store: &Store,
     progress: &mut Progress,

@@ -5,22 +5,20 @@
 mod checkpoint;
 mod error;
 mod format;
-mod job;
+pub mod job;
 mod log;
 mod options;
 mod storage;
 mod store;
 
+// The store, and what its methods take and return. The ETL toolkit (validation, migrations,
+// policies, work queues, idempotency keys, backoff, planning, presets) is in `job`.
 pub use checkpoint::Checkpoint;
 pub use error::{Error, Result};
-pub use job::{
-    CheckpointMeta, CheckpointPolicy, Checkpointer, CustomRule, ErrorContext, JobError, JobEvent,
-    JobState, JobStatus, JobType, JobTypeBuilder, MAX_JOB_TYPE_NAME_BYTES, MAX_PHASES,
-    MAX_RETRIES_LIMIT, MAX_RETRY_DELAY, MAX_WORK_UNITS, MigrationError, MigrationStep, Migrations,
-    QueueError, RecoveryDecision, ResumeStrategy, RetryPolicy, ScheduledRetry, StartPoint, Trigger,
-    UnitState, ValidationFailure, Validator, WHOLE_DATA_FIELD, WorkQueue, WorkUnit, backoff_delay,
-    idempotency_key, jitter_seed, keep_essential_fields, plan_recovery,
-};
+pub use job::event::{ErrorContext, JobEvent, Trigger};
+pub use job::job_type::JobType;
+pub use job::plan::{RetryPolicy, RunPlan};
+pub use job::state::{CheckpointMeta, JobState, JobStatus, RunFailure, ScheduledRetry};
 pub use log::{Finding, FindingKind, RecoveryReport};
 pub use options::{
     AutoCompact, Durability, MAX_EVENT_BYTES, MAX_JOB_NAME_BYTES, MAX_PHASE_BYTES,
@@ -28,7 +26,7 @@ pub use options::{
 };
 pub use store::{
     CompactionProgress, CompactionReport, JobSummary, Metrics, MigrationCheck, MigrationFailure,
-    RecoveryPlan, Store, StoreStats,
+    Store, StoreStats,
 };
 
 // The Rust examples in docs/ are compiled and run as doctests.

@@ -26,7 +26,9 @@ pub enum Durability {
     OsOnly,
 }
 
-/// What recovery does with damaged records, modelled on RocksDB's WAL recovery modes.
+/// What recovery, the check and repair of the log when a store is opened, does with damaged
+/// records; modelled on RocksDB's WAL recovery modes. (Planning a job's next run after a
+/// crash is another matter: [`Store::plan`](crate::Store::plan).)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
@@ -78,13 +80,16 @@ const _: () = assert!(
 /// What compaction keeps. **The latest checkpoint and the state of every job that was not
 /// deleted are always kept**, whatever the policy says; the policy only trims history.
 ///
+/// Each setting has a setter named for it and a getter of the same name with `get_` in front
+/// ([`Retention::keep_last`], [`Retention::get_keep_last`]), as [`Options`] has.
+///
 /// ```
 /// use std::time::Duration;
 /// let retention = cairn::Retention::default()
 ///     .keep_last(5)
 ///     .max_age(Duration::from_secs(7 * 24 * 3600))
 ///     .max_bytes(256 * 1024 * 1024);
-/// assert_eq!(retention.keep_last_count(), 5);
+/// assert_eq!(retention.get_keep_last(), 5);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -129,17 +134,17 @@ impl Retention {
     }
 
     /// How many checkpoints per job are kept.
-    pub fn keep_last_count(&self) -> usize {
+    pub fn get_keep_last(&self) -> usize {
         self.keep_last
     }
 
     /// The age limit, if any.
-    pub fn max_age_limit(&self) -> Option<Duration> {
+    pub fn get_max_age(&self) -> Option<Duration> {
         self.max_age
     }
 
     /// The disk-use cap, if any.
-    pub fn max_bytes_limit(&self) -> Option<u64> {
+    pub fn get_max_bytes(&self) -> Option<u64> {
         self.max_bytes
     }
 }
@@ -194,6 +199,21 @@ impl AutoCompact {
 }
 
 /// How a store is opened. Build one with `Options::default()` and the setters.
+///
+/// Each option has a setter named for it, which documents its default, and a getter of the
+/// same name with `get_` in front: [`Options::segment_size`] sets what
+/// [`Options::get_segment_size`] returns. [`Retention`] follows the same convention.
+///
+/// ```
+/// use cairn::{Durability, Options, Retention};
+/// let options = Options::default()
+///     .durability(Durability::OsOnly)
+///     .segment_size(16 * 1024 * 1024)
+///     .retention(Retention::default().keep_last(3));
+/// assert_eq!(options.get_durability(), Durability::OsOnly);
+/// assert_eq!(options.get_segment_size(), 16 * 1024 * 1024);
+/// assert_eq!(options.get_retention().get_keep_last(), 3);
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Options {
@@ -287,47 +307,47 @@ impl Options {
     }
 
     /// The retention policy in force.
-    pub fn retention_policy(&self) -> Retention {
+    pub fn get_retention(&self) -> Retention {
         self.retention
     }
 
     /// The automatic compaction thresholds in force.
-    pub fn auto_compact_policy(&self) -> AutoCompact {
+    pub fn get_auto_compact(&self) -> AutoCompact {
         self.auto_compact
     }
 
     /// The size above which checkpoint data is compressed.
-    pub fn compress_above_bytes(&self) -> u64 {
+    pub fn get_compress_above(&self) -> u64 {
         self.compress_above_bytes
     }
 
     /// The durability mode in force.
-    pub fn durability_mode(&self) -> Durability {
+    pub fn get_durability(&self) -> Durability {
         self.durability
     }
 
     /// The recovery mode in force.
-    pub fn recovery_mode(&self) -> RecoveryMode {
+    pub fn get_recovery(&self) -> RecoveryMode {
         self.recovery
     }
 
     /// The segment size for new segments, in bytes.
-    pub fn segment_size_bytes(&self) -> u64 {
+    pub fn get_segment_size(&self) -> u64 {
         self.segment_size_bytes
     }
 
     /// The largest checkpoint data accepted, in bytes as stored (after compression).
-    pub fn max_payload_bytes(&self) -> u64 {
+    pub fn get_max_payload(&self) -> u64 {
         self.max_payload_bytes
     }
 
     /// The longest job name accepted, in bytes.
-    pub fn max_job_name_bytes(&self) -> usize {
+    pub fn get_max_job_name(&self) -> usize {
         self.max_job_name_bytes
     }
 
     /// The longest phase accepted, in bytes.
-    pub fn max_phase_bytes(&self) -> usize {
+    pub fn get_max_phase(&self) -> usize {
         self.max_phase_bytes
     }
 

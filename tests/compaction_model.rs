@@ -310,7 +310,7 @@ struct Harness {
 impl Harness {
     fn new(backend: Backend, options: Options, exact: bool) -> Harness {
         let store = backend.open(&options);
-        let keep_last = options.retention_policy().keep_last_count();
+        let keep_last = options.get_retention().get_keep_last();
         Harness {
             backend,
             options,

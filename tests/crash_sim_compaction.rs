@@ -313,7 +313,7 @@ impl Scenario {
     /// Keeping every checkpoint makes a step per checkpoint: fewer seeds each keeps the run
     /// short.
     fn crashes(&self) -> [(CrashMode, u64); 4] {
-        if self.retention.keep_last_count() > 100 {
+        if self.retention.get_keep_last() > 100 {
             FEWER_CRASHES
         } else {
             CRASHES
@@ -770,7 +770,7 @@ fn check_workload(scenario: &Scenario, store: &Store, reference: &Reference, bef
     let full_history: usize = view.histories.values().map(Vec::len).sum();
     let kept_history: usize = reference.after.histories.values().map(Vec::len).sum();
     assert!(
-        kept_history < full_history || scenario.retention.keep_last_count() > 100,
+        kept_history < full_history || scenario.retention.get_keep_last() > 100,
         "{}: the compaction must drop history",
         scenario.name
     );

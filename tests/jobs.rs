@@ -1,12 +1,12 @@
 //! Job semantics through the Store: events folded into a `JobState` that a replay rebuilds
-//! exactly, recovery planning, full restarts, validation, migrations, compression, essential
+//! exactly, planning the next run, full restarts, validation, migrations, compression, essential
 //! fields and metrics.
 
 use std::time::Duration;
 
+use cairn::job::{Migrations, Validator, presets};
 use cairn::{
-    Error, ErrorContext, JobStatus, JobType, Migrations, Options, RecoveryPlan, RetryPolicy, Store,
-    Trigger, Validator,
+    Error, ErrorContext, JobStatus, JobType, Options, RetryPolicy, RunPlan, Store, Trigger,
 };
 use serde_json::{Value, json};
 
@@ -83,28 +83,28 @@ fn planning_follows_the_decision_table() {
     let store = Store::open(dir.path()).unwrap();
     // Never seen, or no checkpoint: a fresh start.
     assert_eq!(
-        store.plan_recovery("jira_sync", &policy()).unwrap(),
-        RecoveryPlan::FreshStart
+        store.plan_with("jira_sync", &policy()).unwrap(),
+        RunPlan::FreshStart
     );
     store.start_run("jira_sync").unwrap();
     assert_eq!(
-        store.plan_recovery("jira_sync", &policy()).unwrap(),
-        RecoveryPlan::FreshStart
+        store.plan_with("jira_sync", &policy()).unwrap(),
+        RunPlan::FreshStart
     );
     // Running with a checkpoint and no outcome (the process died): resume from it.
     let seq = store
         .save("jira_sync", "issues", &json!({"n": 100}))
         .unwrap();
-    match store.plan_recovery("jira_sync", &policy()).unwrap() {
-        RecoveryPlan::Resume(checkpoint) => assert_eq!(checkpoint.seq, seq),
+    match store.plan_with("jira_sync", &policy()).unwrap() {
+        RunPlan::Resume { checkpoint } => assert_eq!(checkpoint.seq, seq),
         other => panic!("expected Resume, got {other:?}"),
     }
     // A recoverable failure: retry with backoff, from the checkpoint.
     store
         .fail_run("jira_sync", "timeout", ErrorContext::recoverable())
         .unwrap();
-    match store.plan_recovery("jira_sync", &policy()).unwrap() {
-        RecoveryPlan::RetryWithBackoff {
+    match store.plan_with("jira_sync", &policy()).unwrap() {
+        RunPlan::RetryWithBackoff {
             attempt,
             delay,
             checkpoint,
@@ -119,8 +119,8 @@ fn planning_follows_the_decision_table() {
     assert_eq!(store.start_run("jira_sync").unwrap(), 2);
     store.succeed_run("jira_sync").unwrap();
     assert_eq!(
-        store.plan_recovery("jira_sync", &policy()).unwrap(),
-        RecoveryPlan::Normal
+        store.plan_with("jira_sync", &policy()).unwrap(),
+        RunPlan::Normal
     );
     // A failure that cannot be recovered: give up, with the reason; the job stays inspectable.
     store.start_run("jira_sync").unwrap();
@@ -131,8 +131,8 @@ fn planning_follows_the_decision_table() {
             ErrorContext::unrecoverable(),
         )
         .unwrap();
-    match store.plan_recovery("jira_sync", &policy()).unwrap() {
-        RecoveryPlan::GiveUp { reason } => {
+    match store.plan_with("jira_sync", &policy()).unwrap() {
+        RunPlan::GiveUp { reason } => {
             assert!(reason.contains("credentials revoked"), "{reason}")
         }
         other => panic!("expected GiveUp, got {other:?}"),
@@ -155,9 +155,9 @@ fn the_retry_budget_runs_out() {
         store
             .fail_run("job", "flaky", ErrorContext::recoverable())
             .unwrap();
-        match store.plan_recovery("job", &policy).unwrap() {
-            RecoveryPlan::RetryWithBackoff { delay, .. } => delays.push(delay),
-            RecoveryPlan::GiveUp { reason } => {
+        match store.plan_with("job", &policy).unwrap() {
+            RunPlan::RetryWithBackoff { delay, .. } => delays.push(delay),
+            RunPlan::GiveUp { reason } => {
                 assert!(reason.contains("3"), "{reason}");
                 break;
             }
@@ -171,7 +171,9 @@ fn the_retry_budget_runs_out() {
 fn a_full_restart_keeps_the_old_checkpoint_for_reference() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    store.register("jira_sync", JobType::jira()).unwrap();
+    store
+        .register("jira_sync", presets::jira_extractor())
+        .unwrap();
     let old = json!({"last_sync_at": "2025-01-16T10:30:00Z", "extraction_phase": "issues", "total_issues_processed": 1250});
     let seq = store.save("jira_sync", "dev_status", &old).unwrap();
     let reference = store
@@ -183,8 +185,8 @@ fn a_full_restart_keeps_the_old_checkpoint_for_reference() {
     assert_eq!(state.latest_checkpoint, None);
     assert_eq!(state.cleared_checkpoint.map(|c| c.seq), Some(seq));
     assert_eq!(
-        store.plan_recovery("jira_sync", &policy()).unwrap(),
-        RecoveryPlan::FreshStart
+        store.plan_with("jira_sync", &policy()).unwrap(),
+        RunPlan::FreshStart
     );
     // After a restart the phase may go back and counts start over.
     let fresh =
@@ -203,7 +205,9 @@ fn a_full_restart_keeps_the_old_checkpoint_for_reference() {
 fn validation_refuses_bad_checkpoints_writes_nothing_and_counts_them() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    store.register("github_sync", JobType::github()).unwrap();
+    store
+        .register("github_sync", presets::github_extractor())
+        .unwrap();
     store
         .save("github_sync", "pr_extraction", &github_checkpoint(50, "c1"))
         .unwrap();
@@ -362,7 +366,9 @@ fn metrics_count_what_happened() {
 fn a_new_run_after_a_success_starts_over() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    store.register("github_sync", JobType::github()).unwrap();
+    store
+        .register("github_sync", presets::github_extractor())
+        .unwrap();
     store.start_run("github_sync").unwrap();
     store
         .save(
@@ -372,7 +378,7 @@ fn a_new_run_after_a_success_starts_over() {
         )
         .unwrap();
     store.succeed_run("github_sync").unwrap();
-    assert_eq!(store.plan("github_sync").unwrap(), RecoveryPlan::Normal);
+    assert_eq!(store.plan("github_sync").unwrap(), RunPlan::Normal);
     // The next sync begins again at the first phase with its counts at zero.
     store.start_run("github_sync").unwrap();
     store

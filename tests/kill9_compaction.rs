@@ -127,7 +127,7 @@ fn save_forever(store: &Store, thread: usize, round: u64) {
 /// Compacts with the store's own retention policy (what `Store::compact` does), printing
 /// markers around each call and when the compacted segment starts being written.
 fn compact_forever(store: &Store) {
-    let retention = store.options().retention_policy();
+    let retention = store.options().get_retention();
     loop {
         say("compact start");
         let report = store

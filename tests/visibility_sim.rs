@@ -8,7 +8,9 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use cairn::testing::{self, CrashMode, Fault, SimDisk, Step};
-use cairn::{Durability, Error, ErrorContext, JobState, JobSummary, Options, RecoveryPlan, Store};
+use cairn::{
+    Checkpoint, Durability, Error, ErrorContext, JobState, JobSummary, Options, RunPlan, Store,
+};
 use serde_json::{Value, json};
 
 const DIR: &str = "/sim/store";
@@ -30,7 +32,7 @@ struct Shown {
     history: Vec<u64>,
     job: Option<JobState>,
     jobs: Vec<JobSummary>,
-    plan: RecoveryPlan,
+    plan: RunPlan<Checkpoint>,
 }
 
 impl Shown {
@@ -88,7 +90,7 @@ fn a_job_event_whose_sync_fails_is_never_visible() {
     let disk = SimDisk::new();
     let store = store_with_a_run(&disk);
     let before = Shown::of(&store, "job");
-    assert!(matches!(before.plan, RecoveryPlan::Resume(_)), "{before:?}");
+    assert!(matches!(before.plan, RunPlan::Resume { .. }), "{before:?}");
     disk.inject(Fault::FailSync(1));
     let err = store
         .fail_run("job", "boom", ErrorContext::default())

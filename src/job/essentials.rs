@@ -1,5 +1,4 @@
-//! Checkpoint size management, the pure part (the seed's `optimize_checkpoint_size`): keep
-//! only the fields a resume needs.
+//! Checkpoint size management, the pure part: keep only the fields a resume needs.
 
 use serde_json::{Map, Value};
 
@@ -9,7 +8,7 @@ use serde_json::{Map, Value};
 /// ```
 /// use serde_json::json;
 /// let data = json!({"cursor": "Y3Vy", "processed": 50, "debug_log": ["…"]});
-/// let kept = cairn::keep_essential_fields(&data, &["cursor", "processed", "absent"]);
+/// let kept = cairn::job::keep_essential_fields(&data, &["cursor", "processed", "absent"]);
 /// assert_eq!(kept, json!({"cursor": "Y3Vy", "processed": 50}));
 /// ```
 pub fn keep_essential_fields(data: &Value, fields: &[&str]) -> Value {

@@ -1,10 +1,10 @@
 //! [`JobEvent`]: what happened to a job, as recorded in the log. Events are facts; the
-//! [`JobState`](super::JobState) fold turns them into the job's current state.
+//! [`JobState`](crate::JobState) fold turns them into the job's current state.
 
 use serde::{Deserialize, Serialize};
 
 /// Something that happened to a job. The store appends one record per event; folding a job's
-/// events in log order gives its [`JobState`](super::JobState).
+/// events in log order gives its [`JobState`](crate::JobState).
 ///
 /// Serialized as JSON with an `event` tag, e.g.
 /// `{"event":"run_started","attempt":1}` or
@@ -71,7 +71,7 @@ impl JobEvent {
     }
 }
 
-/// Why a checkpoint was taken (the seed's checkpoint triggers).
+/// Why a checkpoint was taken, recorded with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -141,7 +141,7 @@ impl Trigger {
     }
 }
 
-/// Where a run failed and whether retrying can help (the seed's `error_context`).
+/// Where a run failed and whether retrying can help, recorded with a failed run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ErrorContext {

@@ -15,7 +15,7 @@ const KEY_PREFIX: &str = "cairn1:";
 ///
 /// ```
 /// assert_eq!(
-///     cairn::idempotency_key("jira_sync", "PROJ-1", "1250"),
+///     cairn::job::idempotency_key("jira_sync", "PROJ-1", "1250"),
 ///     "cairn1:9:jira_sync,6:PROJ-1,4:1250,"
 /// );
 /// ```

@@ -1,20 +1,16 @@
 //! [`JobType`]: everything cairn knows about one kind of job, in one value: how it resumes,
 //! its phases, when it saves, how it retries, what its checkpoints must look like and how
-//! their format evolved. Two ready-made examples follow the seed: [`JobType::github`] and
-//! [`JobType::jira`].
+//! their format evolved. Two ready-made ones are in [`presets`](super::presets).
 
 use std::collections::HashSet;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::essentials::keep_essential_fields;
 use super::migration::{MigrationError, Migrations};
-use super::plan::{RecoveryDecision, RetryPolicy, plan_recovery};
+use super::plan::{RetryPolicy, RunPlan, plan_next_run};
 use super::policy::{CheckpointPolicy, Checkpointer};
-use super::queue::WorkQueue;
 use super::state::JobState;
 use super::strategy::{ResumeStrategy, StartPoint};
 use super::validation::{ValidationFailure, Validator};
@@ -27,10 +23,12 @@ pub const MAX_JOB_TYPE_NAME_BYTES: usize = 256;
 
 /// One kind of job: its name, [`ResumeStrategy`], ordered phases, [`CheckpointPolicy`],
 /// [`RetryPolicy`], [`Validator`], [`Migrations`] and, optionally, the fields a checkpoint
-/// keeps. Build one with [`JobType::builder`].
+/// keeps. Build one with [`JobType::builder`], or take a ready-made one from
+/// [`job::presets`](crate::job::presets).
 ///
 /// ```
-/// use cairn::{JobType, ResumeStrategy, Validator};
+/// use cairn::JobType;
+/// use cairn::job::{ResumeStrategy, Validator};
 /// let job_type = JobType::builder("zendesk")
 ///     .strategy(ResumeStrategy::CursorResume)
 ///     .phases(["tickets", "comments"])
@@ -128,8 +126,8 @@ impl JobTypeBuilder {
         Ok(job_type)
     }
 
-    /// The job type without checks (for the ready-made ones, checked by tests).
-    fn assemble(self) -> JobType {
+    /// The job type without checks (for the ready-made ones in `presets`, checked by tests).
+    pub(super) fn assemble(self) -> JobType {
         let validator = match self.phases {
             Some(phases) => self.validator.phases(phases),
             None => self.validator,
@@ -171,7 +169,8 @@ impl JobType {
         }
     }
 
-    fn check(&self) -> Result<()> {
+    /// Checks the settings (see [`JobTypeBuilder::build`]).
+    pub(super) fn check(&self) -> Result<()> {
         check_name("job type name", &self.name)?;
         let phases = self.phases();
         if phases.len() > MAX_PHASES {
@@ -224,72 +223,6 @@ impl JobType {
             }
         }
         Ok(())
-    }
-
-    /// The seed's GitHub sync: precise cursor resume; phases `repository_discovery`,
-    /// `pr_extraction`, `commit_extraction`, `review_extraction`, `pr_issue_linking`;
-    /// [`CheckpointPolicy::github`]; requires `repo_processing_queue` (the seed's list of
-    /// `{name, finished, last_cursor}` or a [`WorkQueue`]) and `last_repo_sync_checkpoint`
-    /// (null, or a repository of the queue); `total_prs_processed` never decreases.
-    pub fn github() -> JobType {
-        let validator = Validator::new()
-            .require("repo_processing_queue")
-            .require("last_repo_sync_checkpoint")
-            .typed::<GithubCheckpoint>()
-            .monotonic("/total_prs_processed")
-            .custom("last_repo_sync_checkpoint", last_repo_is_queued);
-        JobType::builder("github")
-            .strategy(ResumeStrategy::CursorResume)
-            .phases([
-                "repository_discovery",
-                "pr_extraction",
-                "commit_extraction",
-                "review_extraction",
-                "pr_issue_linking",
-            ])
-            .checkpoint_policy(CheckpointPolicy::github())
-            .validator(validator)
-            .essential_fields([
-                "repo_processing_queue",
-                "last_repo_sync_checkpoint",
-                "github_pr_cursor",
-                "total_prs_processed",
-                "current_phase",
-                "rate_limit_context",
-            ])
-            .assemble()
-    }
-
-    /// The seed's Jira sync: complete restart with the old checkpoint kept for reference;
-    /// phases `project_discovery`, `issues`, `dev_status`, `users`, `transformation`;
-    /// [`CheckpointPolicy::jira`]; requires `last_sync_at` (an RFC 3339 time or null) and
-    /// `extraction_phase`; `total_issues_processed` never decreases.
-    pub fn jira() -> JobType {
-        let validator = Validator::new()
-            .require("last_sync_at")
-            .require("extraction_phase")
-            .typed::<JiraCheckpoint>()
-            .monotonic("/total_issues_processed");
-        JobType::builder("jira")
-            .strategy(ResumeStrategy::FullRestart)
-            .phases([
-                "project_discovery",
-                "issues",
-                "dev_status",
-                "users",
-                "transformation",
-            ])
-            .checkpoint_policy(CheckpointPolicy::jira())
-            .validator(validator)
-            .essential_fields([
-                "last_sync_at",
-                "total_issues_processed",
-                "current_project",
-                "projects_completed",
-                "extraction_phase",
-                "error_context",
-            ])
-            .assemble()
     }
 
     /// The job type's name.
@@ -359,10 +292,10 @@ impl JobType {
         }
     }
 
-    /// What the next run should do, with this job type's retry policy; see
-    /// [`plan_recovery`].
-    pub fn plan(&self, state: &JobState, jitter_seed: u64) -> RecoveryDecision {
-        plan_recovery(state, &self.retry_policy, jitter_seed)
+    /// What the next run of the job in `state` should do, with this job type's retry
+    /// policy; see [`plan_next_run`](super::plan_next_run).
+    pub fn plan_next_run(&self, state: &JobState) -> RunPlan<u64> {
+        plan_next_run(state, &self.retry_policy)
     }
 
     /// Where the next run starts given the checkpoint planning chose; see
@@ -377,254 +310,17 @@ impl JobType {
     }
 }
 
-/// The shape of a GitHub checkpoint, as its typed rule checks it.
-#[derive(Deserialize)]
-#[expect(dead_code, reason = "only the shape is checked")]
-struct GithubCheckpoint {
-    repo_processing_queue: RepoQueue,
-    last_repo_sync_checkpoint: Option<String>,
-    #[serde(default)]
-    total_prs_processed: Option<u64>,
-}
-
-/// The seed's queue format, or a [`WorkQueue`].
-#[derive(Deserialize)]
-#[serde(untagged)]
-#[expect(dead_code, reason = "only the shape is checked")]
-enum RepoQueue {
-    Seed(Vec<SeedRepo>),
-    Queue(WorkQueue),
-}
-
-#[derive(Deserialize)]
-#[expect(dead_code, reason = "only the shape is checked")]
-struct SeedRepo {
-    name: String,
-    finished: bool,
-    #[serde(default)]
-    last_cursor: Option<String>,
-}
-
-/// The shape of a Jira checkpoint, as its typed rule checks it.
-#[derive(Deserialize)]
-#[expect(dead_code, reason = "only the shape is checked")]
-struct JiraCheckpoint {
-    last_sync_at: Option<DateTime<Utc>>,
-    extraction_phase: String,
-    #[serde(default)]
-    total_issues_processed: Option<u64>,
-    #[serde(default)]
-    projects_completed: Option<Vec<String>>,
-}
-
-/// `last_repo_sync_checkpoint`, when set, must name a repository of the queue.
-fn last_repo_is_queued(data: &Value) -> std::result::Result<(), String> {
-    let Some(Value::String(last)) = data.get("last_repo_sync_checkpoint") else {
-        return Ok(());
-    };
-    let queued = data
-        .get("repo_processing_queue")
-        .and_then(Value::as_array)
-        .is_some_and(|repos| {
-            repos
-                .iter()
-                .any(|repo| repo.get("name").and_then(Value::as_str) == Some(last.as_str()))
-        });
-    if queued {
-        Ok(())
-    } else {
-        Err(format!("{last:?} is not in repo_processing_queue"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::job::event::{ErrorContext, JobEvent, Trigger};
+    use crate::job::presets;
+    use chrono::Utc;
     use serde_json::json;
-
-    fn github_data(total: u64) -> Value {
-        json!({
-            "repo_processing_queue": [
-                {"name": "wexinc/repo1", "finished": true, "last_cursor": null},
-                {"name": "wexinc/repo2", "finished": false, "last_cursor": "Y3Vyc29yOjE2NzM5NzI4MDA="}
-            ],
-            "last_repo_sync_checkpoint": "wexinc/repo2",
-            "github_pr_cursor": "Y3Vyc29yOjE2NzM5NzI4MDA=",
-            "total_prs_processed": total,
-            "current_phase": "pr_extraction",
-            "rate_limit_context": {"remaining_calls": 30, "reset_time": "2025-01-16T11:00:00Z"},
-            "debug_trace": ["dropped by trim"]
-        })
-    }
-
-    fn jira_data(total: u64) -> Value {
-        json!({
-            "last_sync_at": "2025-01-16T10:30:00Z",
-            "total_issues_processed": total,
-            "current_project": "PROJ-123",
-            "projects_completed": ["PROJ-001", "PROJ-002"],
-            "extraction_phase": "issues",
-            "error_context": {
-                "last_successful_operation": "project_extraction",
-                "failure_point": "issue_processing",
-                "recoverable": true
-            }
-        })
-    }
-
-    #[test]
-    fn ready_made_job_types_pass_their_own_checks() {
-        for job_type in [JobType::github(), JobType::jira()] {
-            job_type.check().expect("valid");
-        }
-    }
-
-    #[test]
-    fn github_accepts_the_seed_checkpoint_and_resumes_precisely() {
-        let github = JobType::github();
-        assert_eq!(github.name(), "github");
-        assert_eq!(github.strategy(), ResumeStrategy::CursorResume);
-        assert_eq!(github.phases().len(), 5);
-        assert_eq!(github.checkpoint_policy(), &CheckpointPolicy::github());
-        let before = github_data(400);
-        github
-            .validate(
-                "pr_extraction",
-                &github_data(450),
-                Some(("pr_extraction", &before)),
-            )
-            .expect("valid");
-        let failure = github
-            .validate(
-                "pr_extraction",
-                &github_data(300),
-                Some(("pr_extraction", &before)),
-            )
-            .expect_err("went down");
-        assert_eq!(failure.field, "total_prs_processed");
-        assert_eq!(
-            github.start_point(Some(4)),
-            StartPoint::FromCheckpoint { seq: 4 }
-        );
-    }
-
-    #[test]
-    fn github_accepts_a_work_queue_as_its_repo_queue() {
-        let mut queue = WorkQueue::new(["wexinc/repo1", "wexinc/repo2"]).expect("queue");
-        queue.next_unit();
-        let data = json!({
-            "repo_processing_queue": queue,
-            "last_repo_sync_checkpoint": "wexinc/repo1",
-            "total_prs_processed": 0
-        });
-        JobType::github()
-            .validate("pr_extraction", &data, None)
-            .expect("valid");
-    }
-
-    #[test]
-    fn github_rejects_malformed_checkpoints() {
-        let github = JobType::github();
-        let mut missing = github_data(1);
-        missing
-            .as_object_mut()
-            .expect("object")
-            .remove("last_repo_sync_checkpoint");
-        let failure = github
-            .validate("pr_extraction", &missing, None)
-            .expect_err("missing");
-        assert_eq!(failure.field, "last_repo_sync_checkpoint");
-
-        let mut wrong_queue = github_data(1);
-        wrong_queue["repo_processing_queue"] = json!("wexinc/repo1");
-        let failure = github
-            .validate("pr_extraction", &wrong_queue, None)
-            .expect_err("bad type");
-        assert_eq!(failure.field, crate::job::validation::WHOLE_DATA_FIELD);
-
-        let mut unknown_repo = github_data(1);
-        unknown_repo["last_repo_sync_checkpoint"] = json!("wexinc/elsewhere");
-        let failure = github
-            .validate("pr_extraction", &unknown_repo, None)
-            .expect_err("unknown");
-        assert_eq!(failure.field, "last_repo_sync_checkpoint");
-        assert!(
-            failure.rule.contains("not in repo_processing_queue"),
-            "{}",
-            failure.rule
-        );
-
-        let failure = github
-            .validate("issues", &github_data(1), None)
-            .expect_err("jira phase");
-        assert_eq!(failure.field, "phase");
-        let failure = github
-            .validate(
-                "pr_extraction",
-                &github_data(1),
-                Some(("review_extraction", &github_data(1))),
-            )
-            .expect_err("backwards");
-        assert_eq!(failure.field, "phase");
-    }
-
-    #[test]
-    fn jira_accepts_the_seed_checkpoint_and_restarts_fully() {
-        let jira = JobType::jira();
-        assert_eq!(jira.strategy(), ResumeStrategy::FullRestart);
-        assert_eq!(
-            jira.phases(),
-            [
-                "project_discovery",
-                "issues",
-                "dev_status",
-                "users",
-                "transformation"
-            ]
-        );
-        jira.validate(
-            "issues",
-            &jira_data(1250),
-            Some(("project_discovery", &jira_data(0))),
-        )
-        .expect("valid");
-        let mut bad_time = jira_data(1);
-        bad_time["last_sync_at"] = json!("yesterday");
-        let failure = jira
-            .validate("issues", &bad_time, None)
-            .expect_err("bad time");
-        assert!(failure.rule.contains("JiraCheckpoint"), "{}", failure.rule);
-        let failure = jira
-            .validate("issues", &jira_data(10), Some(("issues", &jira_data(1250))))
-            .expect_err("went down");
-        assert_eq!(failure.rule, "must never decrease (was 1250, now 10)");
-        assert_eq!(
-            jira.start_point(Some(4)),
-            StartPoint::Restart { reference_seq: 4 }
-        );
-    }
-
-    #[test]
-    fn trim_keeps_the_essentials_and_the_trimmed_data_still_validates() {
-        let github = JobType::github();
-        let trimmed = github.trim(&github_data(5));
-        assert!(trimmed.get("debug_trace").is_none());
-        assert_eq!(trimmed["total_prs_processed"], 5);
-        github
-            .validate("pr_extraction", &trimmed, None)
-            .expect("still valid");
-        let jira = JobType::jira();
-        jira.validate("issues", &jira.trim(&jira_data(5)), None)
-            .expect("still valid");
-        let untrimmed = JobType::builder("x").build().expect("valid");
-        assert_eq!(untrimmed.trim(&github_data(5)), github_data(5));
-        assert_eq!(untrimmed.essential_fields(), None);
-    }
 
     #[test]
     fn plan_and_checkpointer_use_the_job_types_policies() {
-        let github = JobType::github();
+        let github = presets::github_extractor();
         let at = chrono::DateTime::<Utc>::UNIX_EPOCH;
         let mut state = JobState::new("github_sync");
         state.apply(1, at, &JobEvent::RunStarted { attempt: 1 });
@@ -637,8 +333,8 @@ mod tests {
             },
         );
         assert_eq!(
-            github.plan(&state, 0),
-            RecoveryDecision::Resume { checkpoint_seq: 2 }
+            github.plan_next_run(&state),
+            RunPlan::Resume { checkpoint: 2 }
         );
         state.apply(
             3,
@@ -649,8 +345,8 @@ mod tests {
             },
         );
         assert!(matches!(
-            github.plan(&state, 0),
-            RecoveryDecision::RetryWithBackoff { attempt: 1, .. }
+            github.plan_next_run(&state),
+            RunPlan::RetryWithBackoff { attempt: 1, .. }
         ));
         let mut checkpointer = github.checkpointer(Instant::now());
         let now = Instant::now();
@@ -664,7 +360,7 @@ mod tests {
             .strategy(ResumeStrategy::FullRestart)
             .validator(Validator::new().phases(["old"]).require("a"))
             .phases(["one", "two"])
-            .checkpoint_policy(CheckpointPolicy::jira())
+            .checkpoint_policy(presets::jira_checkpoint_policy())
             .retry_policy(RetryPolicy::default())
             .migrations(Migrations::new(2).register(1, Ok))
             .essential_fields(["a", "b"])

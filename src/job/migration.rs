@@ -1,7 +1,4 @@
-//! Versioned checkpoint formats (the seed's "versioned format: support checkpoint format
-//! evolution"). A job type declares the version its code writes and one upgrade step per
-//! older version; a checkpoint saved by older code is upgraded step by step,
-//! v → v + 1 → … → current, before the job reads it.
+//! Versioned checkpoint formats: [`Migrations`] upgrade old checkpoint data step by step.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -62,11 +59,14 @@ impl MigrationError {
     }
 }
 
-/// The checkpoint format versions of one job type and the steps between them.
+/// The checkpoint format versions of one job type and the steps between them, so that a
+/// checkpoint format can evolve. A job type declares the version its code writes and one
+/// upgrade step per older version; a checkpoint saved by older code is upgraded step by step,
+/// v → v + 1 → … → current, before the job reads it.
 ///
 /// ```
 /// use serde_json::json;
-/// let migrations = cairn::Migrations::new(2).register(1, |mut data| {
+/// let migrations = cairn::job::Migrations::new(2).register(1, |mut data| {
 ///     // Version 2 renamed `count` to `total_prs_processed`.
 ///     let count = data.get("count").cloned().unwrap_or(json!(0));
 ///     data["total_prs_processed"] = count;
@@ -74,7 +74,7 @@ impl MigrationError {
 /// });
 /// let upgraded = migrations.upgrade(1, json!({"count": 7}))?;
 /// assert_eq!(upgraded["total_prs_processed"], 7);
-/// # Ok::<(), cairn::MigrationError>(())
+/// # Ok::<(), cairn::job::MigrationError>(())
 /// ```
 pub struct Migrations {
     current_version: u32,

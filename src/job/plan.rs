@@ -1,28 +1,6 @@
-//! Recovery planning: given a job's [`JobState`], what should the next run do? Pure: the
-//! decision depends only on the state, the [`RetryPolicy`] and a jitter seed.
-//!
-//! # Decision table
-//!
-//! Rows are tried top to bottom; the first that matches decides. `latest` is the sequence
-//! number of `state.latest_checkpoint`, if any.
-//!
-//! | status                | condition                                       | decision                                                     |
-//! |-----------------------|-------------------------------------------------|--------------------------------------------------------------|
-//! | `Succeeded`           |                                                 | [`Normal`](RecoveryDecision::Normal)                         |
-//! | `Failed`              | the last error is not recoverable               | [`GiveUp`](RecoveryDecision::GiveUp), naming the error       |
-//! | `Failed`              | `retry_count > max_retries`                     | [`GiveUp`](RecoveryDecision::GiveUp): budget spent, N of M   |
-//! | `Failed`              | recoverable, budget left                        | [`RetryWithBackoff`](RecoveryDecision::RetryWithBackoff) `{ attempt: retry_count, delay: backoff_delay(attempt), checkpoint_seq: latest }` |
-//! | `Pending`, `Running`  | a checkpoint exists                             | [`Resume`](RecoveryDecision::Resume) `{ checkpoint_seq: latest }` |
-//! | `Pending`, `Running`  | no checkpoint                                   | [`FreshStart`](RecoveryDecision::FreshStart)                 |
-//!
-//! `Running` at planning time means the previous run was interrupted: a crash left no
-//! outcome. A `Failed` state whose failure has no recorded error (impossible through the
-//! fold) counts as recoverable. The seed's rules are the model: `FRESH_START` without a
-//! checkpoint, `CHECKPOINT_RESUME` for a pending job with one, `RETRY_WITH_BACKOFF` after
-//! failures; this table adds the retry budget and unrecoverable errors.
-//!
-//! Whether a resume continues from the checkpoint or restarts from scratch is the job type's
-//! [`ResumeStrategy`](super::ResumeStrategy), applied after planning.
+//! Planning a job's next run: given a job's [`JobState`], should the next run start fresh,
+//! resume from its checkpoint, wait and retry, run normally or give up? Pure: the plan depends
+//! only on the state and the [`RetryPolicy`]. The rules are on [`plan_next_run`].
 
 use std::time::Duration;
 
@@ -32,7 +10,7 @@ use super::state::{JobState, JobStatus};
 use crate::error::{Error, Result};
 
 /// The most retries a [`RetryPolicy`] may allow.
-pub const MAX_RETRIES_LIMIT: u32 = 1000;
+pub(crate) const MAX_RETRIES_LIMIT: u32 = 1000;
 /// The longest delay a [`RetryPolicy`] may allow between retries.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -41,7 +19,7 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(24 * 3600);
 #[non_exhaustive]
 pub struct RetryPolicy {
     /// Retries allowed after failures; once `retry_count` exceeds it the job gives up.
-    /// Default: 5; at most [`MAX_RETRIES_LIMIT`].
+    /// Default: 5; at most 1000.
     pub max_retries: u32,
     /// The delay before the first retry; each further retry doubles it. Default: 1 s.
     pub base_delay: Duration,
@@ -75,7 +53,7 @@ impl RetryPolicy {
     }
 
     /// Checks the values: a base delay of at least 1 ns and at most `max_delay`, a
-    /// `max_delay` of at most [`MAX_RETRY_DELAY`], at most [`MAX_RETRIES_LIMIT`] retries and
+    /// `max_delay` of at most [`MAX_RETRY_DELAY`], at most 1000 retries and
     /// a jitter between 0 and 1. Fails with [`Error::InvalidInput`].
     pub fn validate(&self) -> Result<()> {
         let invalid = |reason: String| Err(Error::invalid("retry policy", reason));
@@ -107,61 +85,161 @@ impl RetryPolicy {
     }
 }
 
-/// What the next run of a job should do.
+/// What the next run of a job should do. [`Store::plan`](crate::Store::plan) returns a
+/// `RunPlan<Checkpoint>`, holding the checkpoint itself;
+/// [`plan_next_run`](crate::job::plan_next_run) returns a `RunPlan<u64>`, holding the
+/// checkpoint's sequence number. [`RunPlan::try_map_checkpoint`] turns one into the other.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// use cairn::{RunPlan, Store};
+/// let store = Store::open(dir.path())?;
+/// store.start_run("github_sync")?;
+/// let seq = store.save("github_sync", "pr_extraction", &serde_json::json!({"cursor": "Y3Vy"}))?;
+/// // The run was interrupted: a crash left no outcome.
+/// match store.plan("github_sync")? {
+///     RunPlan::Resume { checkpoint } => assert_eq!(checkpoint.seq, seq),
+///     other => panic!("expected a resume, got {other:?}"),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "decision", rename_all = "snake_case")]
 #[non_exhaustive]
-pub enum RecoveryDecision {
+pub enum RunPlan<C> {
     /// No checkpoint to resume from: start from the beginning.
     FreshStart,
-    /// The previous run was interrupted: resume from this checkpoint.
+    /// The previous run was interrupted (a crash left no outcome): continue from `checkpoint`.
     Resume {
-        /// Sequence number of the checkpoint to resume from.
-        checkpoint_seq: u64,
+        /// The checkpoint to resume from.
+        checkpoint: C,
     },
-    /// The previous run failed and may be retried: wait `delay`, then run again, from the
-    /// checkpoint if there is one.
+    /// The previous run failed and may be retried: wait `delay`, then run attempt `attempt`,
+    /// from `checkpoint` if there is one.
     RetryWithBackoff {
         /// The retry's number (1 for the first retry).
         attempt: u32,
-        /// How long to wait before it.
+        /// How long to wait before it (exponential backoff with jitter, capped).
         delay: Duration,
-        /// The checkpoint to resume from, if any.
-        checkpoint_seq: Option<u64>,
+        /// The checkpoint to continue from, if any.
+        checkpoint: Option<C>,
     },
     /// The previous run succeeded: run normally (an incremental sync from the last state).
     Normal,
-    /// Do not retry: the error is not recoverable or the retry budget is spent.
+    /// Do not run again: the failure cannot be recovered from or the retry budget is spent.
     GiveUp {
         /// Why, for an operator.
         reason: String,
     },
 }
 
-impl RecoveryDecision {
-    /// The decision's name, as in its JSON form: `fresh_start`, `resume`, ….
+impl<C> RunPlan<C> {
+    /// The plan's name, as in its JSON form: `fresh_start`, `resume`, `retry_with_backoff`,
+    /// `normal` or `give_up`.
     pub fn name(&self) -> &'static str {
         match self {
-            RecoveryDecision::FreshStart => "fresh_start",
-            RecoveryDecision::Resume { .. } => "resume",
-            RecoveryDecision::RetryWithBackoff { .. } => "retry_with_backoff",
-            RecoveryDecision::Normal => "normal",
-            RecoveryDecision::GiveUp { .. } => "give_up",
+            RunPlan::FreshStart => "fresh_start",
+            RunPlan::Resume { .. } => "resume",
+            RunPlan::RetryWithBackoff { .. } => "retry_with_backoff",
+            RunPlan::Normal => "normal",
+            RunPlan::GiveUp { .. } => "give_up",
         }
+    }
+
+    /// The checkpoint the next run continues from: that of a `Resume`, or of a
+    /// `RetryWithBackoff` that has one.
+    pub fn checkpoint(&self) -> Option<&C> {
+        match self {
+            RunPlan::Resume { checkpoint } => Some(checkpoint),
+            RunPlan::RetryWithBackoff { checkpoint, .. } => checkpoint.as_ref(),
+            RunPlan::FreshStart | RunPlan::Normal | RunPlan::GiveUp { .. } => None,
+        }
+    }
+
+    /// The same plan with its checkpoint, if any, turned into another form by `f`.
+    pub fn map_checkpoint<D>(self, f: impl FnOnce(C) -> D) -> RunPlan<D> {
+        match self.try_map_checkpoint(|c| Ok::<D, std::convert::Infallible>(f(c))) {
+            Ok(plan) => plan,
+            Err(never) => match never {},
+        }
+    }
+
+    /// The same plan with its checkpoint, if any, turned into another form by `f`, which may
+    /// fail (for instance reading the checkpoint a sequence number names).
+    pub fn try_map_checkpoint<D, E>(
+        self,
+        f: impl FnOnce(C) -> std::result::Result<D, E>,
+    ) -> std::result::Result<RunPlan<D>, E> {
+        Ok(match self {
+            RunPlan::FreshStart => RunPlan::FreshStart,
+            RunPlan::Resume { checkpoint } => RunPlan::Resume {
+                checkpoint: f(checkpoint)?,
+            },
+            RunPlan::RetryWithBackoff {
+                attempt,
+                delay,
+                checkpoint,
+            } => RunPlan::RetryWithBackoff {
+                attempt,
+                delay,
+                checkpoint: checkpoint.map(f).transpose()?,
+            },
+            RunPlan::Normal => RunPlan::Normal,
+            RunPlan::GiveUp { reason } => RunPlan::GiveUp { reason },
+        })
     }
 }
 
-/// Decides what the next run of the job in `state` should do (see the module docs for the
-/// decision table). `jitter_seed` seeds the retry delay's jitter; pass
-/// [`jitter_seed`]`(job)` so that a given job and attempt always get the same delay.
-pub fn plan_recovery(state: &JobState, policy: &RetryPolicy, jitter_seed: u64) -> RecoveryDecision {
+/// Decides what the next run of the job in `state` should do, identifying the checkpoint to
+/// continue from by its sequence number. The retry delay's jitter is derived from the job's
+/// name and the attempt, so that a given job and attempt always get the same delay while jobs
+/// that failed together spread their retries. [`Store::plan`](crate::Store::plan) applies the
+/// same rules and reads the checkpoint.
+///
+/// # Rules
+///
+/// Rows are tried top to bottom; the first that matches decides. `latest` is the sequence
+/// number of `state.latest_checkpoint`, if any.
+///
+/// | status                | condition                                       | plan                                                         |
+/// |-----------------------|-------------------------------------------------|--------------------------------------------------------------|
+/// | `Succeeded`           |                                                 | [`Normal`](RunPlan::Normal)                                  |
+/// | `Failed`              | the last error is not recoverable               | [`GiveUp`](RunPlan::GiveUp), naming the error                |
+/// | `Failed`              | `retry_count > max_retries`                     | [`GiveUp`](RunPlan::GiveUp): budget spent, N of M            |
+/// | `Failed`              | recoverable, budget left                        | [`RetryWithBackoff`](RunPlan::RetryWithBackoff) `{ attempt: retry_count, delay: backoff_delay(attempt), checkpoint: latest }` |
+/// | `Pending`, `Running`  | a checkpoint exists                             | [`Resume`](RunPlan::Resume) `{ checkpoint: latest }`         |
+/// | `Pending`, `Running`  | no checkpoint                                   | [`FreshStart`](RunPlan::FreshStart)                          |
+///
+/// `Running` at planning time means the previous run was interrupted: a crash left no
+/// outcome. A `Failed` state whose failure has no recorded error (impossible through the
+/// fold) counts as recoverable.
+///
+/// Whether a resume continues from the checkpoint or restarts from scratch is the job type's
+/// [`ResumeStrategy`](super::ResumeStrategy), applied after planning.
+///
+/// # Example
+///
+/// ```
+/// use cairn::job::plan_next_run;
+/// use cairn::{JobEvent, JobState, RetryPolicy, RunPlan, Trigger};
+/// let at = chrono::Utc::now();
+/// let mut state = JobState::new("github_sync");
+/// state.apply(1, at, &JobEvent::RunStarted { attempt: 1 });
+/// state.apply(2, at, &JobEvent::CheckpointSaved {
+///     phase: "pr_extraction".into(),
+///     trigger: Trigger::BatchCompleted,
+/// });
+/// let plan = plan_next_run(&state, &RetryPolicy::default());
+/// assert_eq!(plan, RunPlan::Resume { checkpoint: 2 });
+/// ```
+pub fn plan_next_run(state: &JobState, policy: &RetryPolicy) -> RunPlan<u64> {
     let latest = state.latest_checkpoint.as_ref().map(|c| c.seq);
     match state.status {
-        JobStatus::Succeeded => RecoveryDecision::Normal,
-        JobStatus::Failed => plan_after_failure(state, policy, jitter_seed, latest),
+        JobStatus::Succeeded => RunPlan::Normal,
+        JobStatus::Failed => plan_after_failure(state, policy, jitter_seed(&state.job), latest),
         JobStatus::Pending | JobStatus::Running => match latest {
-            Some(checkpoint_seq) => RecoveryDecision::Resume { checkpoint_seq },
-            None => RecoveryDecision::FreshStart,
+            Some(checkpoint) => RunPlan::Resume { checkpoint },
+            None => RunPlan::FreshStart,
         },
     }
 }
@@ -171,16 +249,16 @@ fn plan_after_failure(
     policy: &RetryPolicy,
     jitter_seed: u64,
     latest: Option<u64>,
-) -> RecoveryDecision {
+) -> RunPlan<u64> {
     if let Some(error) = &state.last_error
         && !error.context.recoverable
     {
-        return RecoveryDecision::GiveUp {
+        return RunPlan::GiveUp {
             reason: format!("unrecoverable error: {}", error.message),
         };
     }
     if state.retry_count > policy.max_retries {
-        return RecoveryDecision::GiveUp {
+        return RunPlan::GiveUp {
             reason: format!(
                 "retry budget spent: {} failures, {} of {} retries used",
                 state.retry_count, policy.max_retries, policy.max_retries
@@ -190,19 +268,20 @@ fn plan_after_failure(
     // The fold makes retry_count at least 1 once a run failed; 0 would only come from a
     // hand-built state and is treated as the first retry.
     let attempt = state.retry_count.max(1);
-    RecoveryDecision::RetryWithBackoff {
+    RunPlan::RetryWithBackoff {
         attempt,
         delay: backoff_delay(policy, attempt, jitter_seed),
-        checkpoint_seq: latest,
+        checkpoint: latest,
     }
 }
 
 /// The delay before retry number `attempt` (1 for the first): `base_delay * 2^(attempt - 1)`
 /// capped at `max_delay`, then moved randomly by up to ± `jitter` of itself, and never above
-/// `max_delay`. Deterministic: the same policy, attempt and seed always give the same delay
-/// (the seed and attempt are mixed with SplitMix64). Never panics, even for a policy that
-/// fails [`RetryPolicy::validate`] (a jitter outside 0..=1 is clamped, NaN counts as 0).
-/// Attempt 0 counts as 1.
+/// `max_delay`. `jitter_seed` is any number of the caller's choosing that tells jobs apart
+/// ([`plan_next_run`] derives one from the job's name). Deterministic: the same policy,
+/// attempt and seed always give the same delay (the seed and attempt are mixed with
+/// SplitMix64). Never panics, even for a policy that fails [`RetryPolicy::validate`] (a jitter
+/// outside 0..=1 is clamped, NaN counts as 0). Attempt 0 counts as 1.
 pub fn backoff_delay(policy: &RetryPolicy, attempt: u32, jitter_seed: u64) -> Duration {
     let max_nanos = policy.max_delay.as_nanos();
     let exponent = attempt.max(1) - 1;
@@ -224,10 +303,11 @@ pub fn backoff_delay(policy: &RetryPolicy, attempt: u32, jitter_seed: u64) -> Du
     nanos_to_duration(jittered_nanos.min(max_nanos))
 }
 
-/// A stable seed for [`backoff_delay`] derived from a job name (64-bit FNV-1a of its UTF-8
+/// The seed of a job's retry jitter, derived from its name (64-bit FNV-1a of its UTF-8
 /// bytes): the same on every run and platform, different for different jobs so that jobs
 /// failing together spread their retries. The attempt is mixed in by `backoff_delay` itself.
-pub fn jitter_seed(job: &str) -> u64 {
+/// These values must never change, or planned delays shift on upgrade.
+pub(crate) fn jitter_seed(job: &str) -> u64 {
     const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
     job.bytes().fold(FNV_OFFSET, |hash, byte| {
@@ -299,26 +379,23 @@ mod tests {
         RetryPolicy::new(3, Duration::from_secs(1), Duration::from_secs(60), 0.2)
     }
 
-    fn plan(events: &[JobEvent]) -> RecoveryDecision {
-        plan_recovery(&state_of(events), &policy(), 42)
+    fn plan(events: &[JobEvent]) -> RunPlan<u64> {
+        plan_next_run(&state_of(events), &policy())
     }
 
     #[test]
     fn row_succeeded_is_normal() {
         assert_eq!(
             plan(&[started(), saved(), JobEvent::RunSucceeded]),
-            RecoveryDecision::Normal
+            RunPlan::Normal
         );
-        assert_eq!(
-            plan(&[started(), JobEvent::RunSucceeded]),
-            RecoveryDecision::Normal
-        );
+        assert_eq!(plan(&[started(), JobEvent::RunSucceeded]), RunPlan::Normal);
     }
 
     #[test]
     fn row_failed_unrecoverable_gives_up_naming_the_error() {
         let decision = plan(&[started(), saved(), failed(false)]);
-        let RecoveryDecision::GiveUp { reason } = decision else {
+        let RunPlan::GiveUp { reason } = decision else {
             panic!("expected GiveUp, got {decision:?}");
         };
         assert!(reason.contains("HTTP 502 from api.github.com"), "{reason}");
@@ -334,7 +411,7 @@ mod tests {
         events.pop();
         assert_eq!(state_of(&events).retry_count, 4);
         let decision = plan(&events);
-        let RecoveryDecision::GiveUp { reason } = decision else {
+        let RunPlan::GiveUp { reason } = decision else {
             panic!("expected GiveUp, got {decision:?}");
         };
         assert!(reason.contains("budget spent"), "{reason}");
@@ -345,10 +422,10 @@ mod tests {
     #[test]
     fn row_failed_with_budget_retries_from_the_latest_checkpoint() {
         let events = [started(), saved(), failed(true)];
-        let expected = RecoveryDecision::RetryWithBackoff {
+        let expected = RunPlan::RetryWithBackoff {
             attempt: 1,
-            delay: backoff_delay(&policy(), 1, 42),
-            checkpoint_seq: Some(2),
+            delay: backoff_delay(&policy(), 1, jitter_seed("github_sync")),
+            checkpoint: Some(2),
         };
         assert_eq!(plan(&events), expected);
 
@@ -363,9 +440,9 @@ mod tests {
         assert!(
             matches!(
                 decision,
-                RecoveryDecision::RetryWithBackoff {
+                RunPlan::RetryWithBackoff {
                     attempt: 3,
-                    checkpoint_seq: None,
+                    checkpoint: None,
                     ..
                 }
             ),
@@ -377,7 +454,7 @@ mod tests {
     fn retry_is_planned_again_identically_until_it_starts() {
         let events = [started(), saved(), failed(true)];
         let first = plan(&events);
-        let RecoveryDecision::RetryWithBackoff { attempt, delay, .. } = first.clone() else {
+        let RunPlan::RetryWithBackoff { attempt, delay, .. } = first.clone() else {
             panic!("expected a retry, got {first:?}");
         };
         let delay_ms = u64::try_from(delay.as_millis()).expect("small");
@@ -391,29 +468,29 @@ mod tests {
         // Running: a crash left no outcome.
         assert_eq!(
             plan(&[started(), saved(), saved()]),
-            RecoveryDecision::Resume { checkpoint_seq: 3 }
+            RunPlan::Resume { checkpoint: 3 }
         );
-        // Pending with a checkpoint (the seed's CHECKPOINT_RESUME): saved, then cleared and
+        // Pending with a checkpoint: saved, then cleared and
         // saved again by a new run that has not been marked started.
         let mut state = JobState::new("j");
         state.apply(5, t(0), &saved());
         state.status = JobStatus::Pending;
         assert_eq!(
-            plan_recovery(&state, &policy(), 1),
-            RecoveryDecision::Resume { checkpoint_seq: 5 }
+            plan_next_run(&state, &policy()),
+            RunPlan::Resume { checkpoint: 5 }
         );
     }
 
     #[test]
     fn row_no_checkpoint_is_a_fresh_start() {
-        assert_eq!(plan(&[]), RecoveryDecision::FreshStart);
-        assert_eq!(plan(&[started()]), RecoveryDecision::FreshStart);
+        assert_eq!(plan(&[]), RunPlan::FreshStart);
+        assert_eq!(plan(&[started()]), RunPlan::FreshStart);
         let cleared = JobEvent::CheckpointCleared {
             reason: "full restart".into(),
         };
         assert_eq!(
             plan(&[started(), saved(), failed(true), cleared]),
-            RecoveryDecision::FreshStart
+            RunPlan::FreshStart
         );
     }
 
@@ -421,12 +498,9 @@ mod tests {
     fn failed_without_recorded_error_counts_as_recoverable() {
         let mut state = JobState::new("j");
         state.status = JobStatus::Failed;
-        let decision = plan_recovery(&state, &policy(), 1);
+        let decision = plan_next_run(&state, &policy());
         assert!(
-            matches!(
-                decision,
-                RecoveryDecision::RetryWithBackoff { attempt: 1, .. }
-            ),
+            matches!(decision, RunPlan::RetryWithBackoff { attempt: 1, .. }),
             "{decision:?}"
         );
     }
@@ -434,20 +508,75 @@ mod tests {
     #[test]
     fn decisions_serialize_with_their_name() {
         let decisions = [
-            RecoveryDecision::FreshStart,
-            RecoveryDecision::Resume { checkpoint_seq: 1 },
-            RecoveryDecision::RetryWithBackoff {
+            RunPlan::FreshStart,
+            RunPlan::Resume { checkpoint: 1 },
+            RunPlan::RetryWithBackoff {
                 attempt: 1,
                 delay: Duration::from_secs(1),
-                checkpoint_seq: None,
+                checkpoint: None,
             },
-            RecoveryDecision::Normal,
-            RecoveryDecision::GiveUp { reason: "x".into() },
+            RunPlan::Normal,
+            RunPlan::GiveUp { reason: "x".into() },
         ];
         for decision in decisions {
             let value = serde_json::to_value(&decision).expect("serializes");
             assert_eq!(value["decision"], decision.name());
         }
+    }
+
+    #[test]
+    fn mapping_a_plan_changes_only_its_checkpoint() {
+        let second = Duration::from_secs(1);
+        let retry = RunPlan::RetryWithBackoff {
+            attempt: 2,
+            delay: second,
+            checkpoint: Some(7u64),
+        };
+        assert_eq!(retry.checkpoint(), Some(&7));
+        assert_eq!(
+            retry.map_checkpoint(|seq| seq.to_string()),
+            RunPlan::RetryWithBackoff {
+                attempt: 2,
+                delay: second,
+                checkpoint: Some("7".to_string()),
+            }
+        );
+        let resume = RunPlan::Resume { checkpoint: 7u64 };
+        assert_eq!(resume.checkpoint(), Some(&7));
+        let unreadable: Result<RunPlan<String>, &str> =
+            resume.try_map_checkpoint(|_| Err("unreadable"));
+        assert_eq!(unreadable, Err("unreadable"));
+        let without_checkpoint: [RunPlan<u64>; 4] = [
+            RunPlan::FreshStart,
+            RunPlan::Normal,
+            RunPlan::GiveUp { reason: "x".into() },
+            RunPlan::RetryWithBackoff {
+                attempt: 1,
+                delay: second,
+                checkpoint: None,
+            },
+        ];
+        for plan in without_checkpoint {
+            assert_eq!(plan.checkpoint(), None);
+            let mapped: Result<RunPlan<String>, &str> =
+                plan.clone().try_map_checkpoint(|_| Err("nothing to map"));
+            assert_eq!(mapped.map(|mapped| mapped.name()), Ok(plan.name()));
+        }
+    }
+
+    #[test]
+    fn retry_delays_are_jittered_by_the_jobs_name() {
+        let github = state_of(&[started(), failed(true)]);
+        let mut jira = github.clone();
+        jira.job = "jira_sync".into();
+        let delay = |state: &JobState| match plan_next_run(state, &policy()) {
+            RunPlan::RetryWithBackoff { delay, .. } => delay,
+            other => panic!("expected a retry, got {other:?}"),
+        };
+        let seeded = |job: &str| backoff_delay(&policy(), 1, jitter_seed(job));
+        assert_eq!(delay(&github), seeded("github_sync"));
+        assert_eq!(delay(&jira), seeded("jira_sync"));
+        assert_ne!(delay(&github), delay(&jira));
     }
 
     #[test]

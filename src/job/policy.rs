@@ -1,11 +1,5 @@
 //! When to save: a [`CheckpointPolicy`] says which events deserve a checkpoint, and a
 //! [`Checkpointer`] applies it while a job runs.
-//!
-//! The checkpointer never reads the clock: the caller passes `now`. Between saves,
-//! [`Checkpointer::item`] is one counter increment and two comparisons (the time limit is
-//! kept as a precomputed deadline). A caller for whom `Instant::now()` per item is too much
-//! (it costs tens of nanoseconds) may read the clock every K items and pass the same `now`
-//! in between: a `Timer` save then comes at most K items late.
 
 use std::time::{Duration, Instant};
 
@@ -14,8 +8,10 @@ use serde::Serialize;
 use super::event::Trigger;
 use crate::error::{Error, Result};
 
-/// Which moments of a run deserve a checkpoint (the seed's checkpoint frequencies and
-/// triggers).
+/// Which moments of a run deserve a checkpoint: every N items, every so often, at the end
+/// of a unit of work or a phase, on an API error, when the rate limit is reached. Each save
+/// is recorded with the [`Trigger`] that caused it. [`presets`](super::presets) has two
+/// ready-made policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct CheckpointPolicy {
@@ -49,32 +45,6 @@ impl Default for CheckpointPolicy {
 }
 
 impl CheckpointPolicy {
-    /// The seed's Jira policy: every 100 issues, every 5 minutes, after each project and
-    /// phase, and when an error occurs.
-    pub fn jira() -> Self {
-        CheckpointPolicy {
-            every_items: Some(100),
-            every: Some(Duration::from_secs(300)),
-            at_unit_boundary: true,
-            at_phase_boundary: true,
-            on_error: true,
-            on_rate_limit: false,
-        }
-    }
-
-    /// The seed's GitHub policy: every 50 pull requests, every 3 minutes, after each
-    /// repository and phase, on API errors and when the rate limit is reached.
-    pub fn github() -> Self {
-        CheckpointPolicy {
-            every_items: Some(50),
-            every: Some(Duration::from_secs(180)),
-            at_unit_boundary: true,
-            at_phase_boundary: true,
-            on_error: true,
-            on_rate_limit: true,
-        }
-    }
-
     /// Checks the values: an item count and an interval, when given, must not be zero.
     /// Fails with [`Error::InvalidInput`].
     pub fn validate(&self) -> Result<()> {
@@ -97,6 +67,12 @@ impl CheckpointPolicy {
 /// Applies a [`CheckpointPolicy`] during a run: tell it what happens, and it answers with the
 /// [`Trigger`] of a checkpoint to save, or `None`. Call [`Checkpointer::saved`] after each
 /// save. Until then a due item or timer save stays due: every later `item` answers it again.
+///
+/// The checkpointer never reads the clock: the caller passes `now`. Between saves,
+/// [`Checkpointer::item`] is one counter increment and two comparisons (the time limit is
+/// kept as a precomputed deadline). A caller for whom `Instant::now()` per item is too much
+/// (it costs tens of nanoseconds) may read the clock every K items and pass the same `now`
+/// in between: a `Timer` save then comes at most K items late.
 #[derive(Debug, Clone)]
 pub struct Checkpointer {
     policy: CheckpointPolicy,
@@ -206,22 +182,8 @@ mod tests {
     }
 
     #[test]
-    fn presets_match_the_seed() {
-        let jira = CheckpointPolicy::jira();
-        assert_eq!(
-            (jira.every_items, jira.every),
-            (Some(100), Some(Duration::from_secs(300)))
-        );
-        assert!(jira.at_unit_boundary && jira.at_phase_boundary && jira.on_error);
-        let github = CheckpointPolicy::github();
-        assert_eq!(
-            (github.every_items, github.every),
-            (Some(50), Some(Duration::from_secs(180)))
-        );
-        assert!(github.at_unit_boundary && github.on_error && github.on_rate_limit);
-        for policy in [jira, github, CheckpointPolicy::default()] {
-            policy.validate().expect("valid");
-        }
+    fn the_default_policy_is_valid() {
+        CheckpointPolicy::default().validate().expect("valid");
     }
 
     #[test]
@@ -331,7 +293,7 @@ mod tests {
     #[test]
     fn boundaries_follow_the_policy() {
         let start = Instant::now();
-        let all = Checkpointer::new(CheckpointPolicy::github(), start);
+        let all = Checkpointer::new(CheckpointPolicy::default(), start);
         assert_eq!(all.unit_finished(), Some(Trigger::UnitCompleted));
         assert_eq!(all.phase_finished(), Some(Trigger::PhaseCompleted));
         assert_eq!(all.error(), Some(Trigger::ApiError));

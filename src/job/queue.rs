@@ -1,10 +1,5 @@
-//! [`WorkQueue`]: the units of work of a phase (repositories, projects) and how far each got,
-//! meant to be embedded in checkpoint data. Resuming from a deserialized queue skips exactly
-//! the units that were finished and continues the one in flight from its cursor.
-//!
-//! Invariants, checked on every operation and on deserialization: names are unique, at most
-//! one unit is in flight, and a finished unit never goes back (a unit is in exactly one
-//! [`UnitState`], so it is never both done and pending). Units are handed out in order.
+//! [`WorkQueue`]: the units of work of a phase and how far each got, embedded in checkpoint
+//! data.
 
 use serde::{Deserialize, Serialize};
 
@@ -82,12 +77,17 @@ pub enum QueueError {
     },
 }
 
-/// The units of work of a phase and their progress. Serialize it into checkpoint data and
-/// deserialize it to resume. Its JSON form is the list of its units, e.g.
-/// `[{"name":"acme/api","state":"in_flight","cursor":"Y3Vy","processed":50}]`.
+/// The units of work of a phase (repositories, projects) and how far each got. Serialize it
+/// into checkpoint data and deserialize it to resume: resuming skips exactly the units that
+/// were finished and continues the one in flight from its cursor. Its JSON form is the list
+/// of its units, e.g. `[{"name":"acme/api","state":"in_flight","cursor":"Y3Vy","processed":50}]`.
+///
+/// Invariants, checked on every operation and on deserialization: names are unique, at most
+/// one unit is in flight, and a finished unit never goes back (a unit is in exactly one
+/// [`UnitState`], so it is never both done and pending). Units are handed out in order.
 ///
 /// ```
-/// use cairn::WorkQueue;
+/// use cairn::job::WorkQueue;
 /// let mut queue = WorkQueue::new(["acme/api", "acme/web"])?;
 /// let unit = queue.next_unit().expect("a unit").name.clone();
 /// queue.advance(&unit, Some("Y3Vy".into()), 50)?;

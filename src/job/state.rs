@@ -1,20 +1,4 @@
-//! [`JobState`]: the fold of a job's events. Pure and deterministic: the same events in the
-//! same order always give the same state, whether applied one by one as they happen or
-//! replayed from the log after a restart.
-//!
-//! # Transitions
-//!
-//! | event               | status                                   | other fields                                                                 |
-//! |---------------------|------------------------------------------|------------------------------------------------------------------------------|
-//! | `RunStarted`        | `Running`                                | `attempt` set, `runs_started` + 1, `scheduled_retry` cleared                 |
-//! | `CheckpointSaved`   | `Running`, except that `Failed` stays    | `latest_checkpoint` and `last_checkpoint_at` set, `checkpoints_saved` + 1    |
-//! | `RunFailed`         | `Failed`                                 | `retry_count` + 1, `last_error` set                                          |
-//! | `RunSucceeded`      | `Succeeded`                              | `retry_count` reset to 0, `scheduled_retry` cleared, `last_success_seq` set  |
-//! | `CheckpointCleared` | `Pending`                                | `latest_checkpoint` moved to `cleared_checkpoint`, `clear_reason` set        |
-//! | `RetryScheduled`    | unchanged (`Failed` until the retry runs) | `scheduled_retry` set                                                       |
-//! | `JobDeleted`        | `Pending`                                | every field back to a new job's (the store also forgets the job)             |
-//!
-//! Every event also sets `last_seq` and counts in `events_applied`.
+//! [`JobState`]: the fold of a job's events (its docs have the table of transitions).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -63,10 +47,11 @@ pub struct CheckpointMeta {
     pub trigger: Trigger,
 }
 
-/// The last failure of a job.
+/// The record of a job's last failed run: what went wrong, where, and when (from its
+/// `RunFailed` event).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
-pub struct JobError {
+pub struct RunFailure {
     /// The error message.
     pub message: String,
     /// Where it failed and whether a retry can help.
@@ -87,8 +72,25 @@ pub struct ScheduledRetry {
     pub at: DateTime<Utc>,
 }
 
-/// The current state of one job: the fold of its events (see the module docs for each
-/// transition).
+/// The current state of one job: the fold of its events. Pure and deterministic: the same
+/// events in the same order always give the same state, whether applied one by one as they
+/// happen or replayed from the log after a restart.
+///
+/// # Transitions
+///
+/// | event               | status                                   | other fields                                                                 |
+/// |---------------------|------------------------------------------|------------------------------------------------------------------------------|
+/// | `RunStarted`        | `Running`                                | `attempt` set, `runs_started` + 1, `scheduled_retry` cleared                 |
+/// | `CheckpointSaved`   | `Running`, except that `Failed` stays    | `latest_checkpoint` and `last_checkpoint_at` set, `checkpoints_saved` + 1    |
+/// | `RunFailed`         | `Failed`                                 | `retry_count` + 1, `last_error` set                                          |
+/// | `RunSucceeded`      | `Succeeded`                              | `retry_count` reset to 0, `scheduled_retry` cleared, `last_success_seq` set  |
+/// | `CheckpointCleared` | `Pending`                                | `latest_checkpoint` moved to `cleared_checkpoint`, `clear_reason` set        |
+/// | `RetryScheduled`    | unchanged (`Failed` until the retry runs) | `scheduled_retry` set                                                       |
+/// | `JobDeleted`        | `Pending`                                | every field back to a new job's (the store also forgets the job)             |
+///
+/// Every event also sets `last_seq` and counts in `events_applied`.
+///
+/// # Example
 ///
 /// ```
 /// use cairn::{JobEvent, JobState, JobStatus, Trigger};
@@ -118,7 +120,7 @@ pub struct JobState {
     /// The attempt number of the latest `RunStarted` (0 before any run).
     pub attempt: u32,
     /// The last failure, kept after a later success for reference.
-    pub last_error: Option<JobError>,
+    pub last_error: Option<RunFailure>,
     /// The checkpoint set aside by the last `CheckpointCleared` that had one to set aside,
     /// kept for reference (the Jira full restart).
     pub cleared_checkpoint: Option<CheckpointMeta>,
@@ -183,7 +185,7 @@ impl JobState {
     /// guarantees it); the fold does not depend on it.
     ///
     /// For a `CheckpointSaved` event, `seq` must be the checkpoint record's own sequence
-    /// number: it is what [`plan_recovery`](super::plan_recovery) hands back to resume from.
+    /// number: it is what [`plan_next_run`](super::plan_next_run) hands back to resume from.
     pub fn apply(&mut self, seq: u64, at: DateTime<Utc>, event: &JobEvent) {
         match event {
             JobEvent::RunStarted { attempt } => {
@@ -210,7 +212,7 @@ impl JobState {
             JobEvent::RunFailed { error, context } => {
                 self.status = JobStatus::Failed;
                 self.retry_count = self.retry_count.saturating_add(1);
-                self.last_error = Some(JobError {
+                self.last_error = Some(RunFailure {
                     message: error.clone(),
                     context: context.clone(),
                     at,

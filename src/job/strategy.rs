@@ -2,17 +2,18 @@
 
 use serde::{Deserialize, Serialize};
 
-/// How a job continues after an interruption or a failure, once
-/// [`plan_recovery`](super::plan_recovery) has said to resume or retry from a checkpoint.
+/// How a job continues after an interruption or a failure, once planning
+/// ([`Store::plan`](crate::Store::plan), [`plan_next_run`](super::plan_next_run)) has said to
+/// resume or retry from a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ResumeStrategy {
-    /// Precise resume (the seed's GitHub strategy): continue from the exact position the
+    /// Precise resume (how a GitHub-style sync resumes): continue from the exact position the
     /// checkpoint records (a work queue with finished units skipped, an API cursor, a
     /// processed count), so nothing is fetched twice.
     CursorResume,
-    /// Complete restart (the seed's Jira strategy): set the checkpoint aside with a
+    /// Complete restart (how a Jira-style sync resumes): set the checkpoint aside with a
     /// `CheckpointCleared` event, keep it for reference (logging, analysis), and extract
     /// everything again. Simple and consistent, at the price of refetching; the writes must
     /// be idempotent (see [`idempotency_key`](super::idempotency_key)) so that data already
@@ -42,8 +43,8 @@ pub enum StartPoint {
 }
 
 impl ResumeStrategy {
-    /// Where the next run starts given the checkpoint planning chose (`checkpoint_seq` of a
-    /// `Resume` or `RetryWithBackoff` decision).
+    /// Where the next run starts given the checkpoint planning chose (the sequence number of
+    /// the checkpoint of a `Resume` or `RetryWithBackoff` plan, if any).
     pub fn start_point(self, checkpoint_seq: Option<u64>) -> StartPoint {
         match (self, checkpoint_seq) {
             (_, None) => StartPoint::Fresh,

@@ -1,19 +1,5 @@
-//! Checkpoint validation: the rules a job type's checkpoint data must follow before it is
-//! saved (the seed's "always validate checkpoint data before use"). Pure: the data and the
-//! previous checkpoint in, a verdict out.
-//!
-//! Rules, checked in this order (the first failure is reported):
-//!
-//! 1. **Phases**: when phases are declared, the checkpoint's phase must be one of them and
-//!    must not come before the previous checkpoint's phase. Phases are job-wide steps (a
-//!    phase walks every unit of work), so going back means the run restarted: the store
-//!    passes no previous checkpoint after a `CheckpointCleared`, which allows it.
-//! 2. **Required fields**: top-level fields that must be present (the seed's
-//!    `required_fields`; `null` counts as present).
-//! 3. **Typed**: the data must deserialize into a given type ([`Validator::typed`]).
-//! 4. **Monotonic fields**: numbers, named by JSON pointer, that must never decrease
-//!    versus the previous checkpoint (the seed's "ensure no data loss" check).
-//! 5. **Custom rules**: any function of the data ([`Validator::custom`]).
+//! Checkpoint validation: [`Validator`] and the rules a job type's checkpoint data must
+//! follow before it is saved (listed, in order, on the type).
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -27,7 +13,7 @@ use crate::error::Error;
 pub type CustomRule = Box<dyn Fn(&Value) -> Result<(), String> + Send + Sync>;
 
 /// The field name used in a [`ValidationFailure`] for rules about the whole data.
-pub const WHOLE_DATA_FIELD: &str = "(data)";
+pub(crate) const WHOLE_DATA_FIELD: &str = "(data)";
 
 /// Why checkpoint data was rejected: which field broke which rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,7 +21,8 @@ pub const WHOLE_DATA_FIELD: &str = "(data)";
 #[non_exhaustive]
 pub struct ValidationFailure {
     /// The field: a top-level name, a JSON pointer without its leading `/`, `phase`, the
-    /// name a custom rule was registered under, or [`WHOLE_DATA_FIELD`].
+    /// name a custom rule was registered under, or `(data)` for a rule about the whole data
+    /// (a [`Validator::typed`] check).
     pub field: String,
     /// The rule broken, with the values involved, e.g.
     /// `must never decrease (was 50, now 40)`.
@@ -61,12 +48,23 @@ impl ValidationFailure {
     }
 }
 
-/// The validation rules of one job type. Build it with the chained methods; see the module
-/// docs for the rules and their order.
+/// The validation rules of one job type, so that a job never resumes from data it cannot
+/// use. Build it with the chained methods. Pure: the data and the previous checkpoint in, a
+/// verdict out. Rules are checked in this order, and the first failure is reported:
+///
+/// 1. **Phases**: when phases are declared, the checkpoint's phase must be one of them and
+///    must not come before the previous checkpoint's phase. Phases are job-wide steps (a
+///    phase walks every unit of work), so going back means the run restarted: the store
+///    passes no previous checkpoint after a `CheckpointCleared`, which allows it.
+/// 2. **Required fields**: top-level fields that must be present (`null` counts as present).
+/// 3. **Typed**: the data must deserialize into a given type ([`Validator::typed`]).
+/// 4. **Monotonic fields**: numbers, named by JSON pointer, that must never decrease
+///    versus the previous checkpoint: a count that goes down means lost data.
+/// 5. **Custom rules**: any function of the data ([`Validator::custom`]).
 ///
 /// ```
 /// use serde_json::json;
-/// let validator = cairn::Validator::new()
+/// let validator = cairn::job::Validator::new()
 ///     .phases(["discovery", "extraction"])
 ///     .require("repo_processing_queue")
 ///     .monotonic("/total_prs_processed");

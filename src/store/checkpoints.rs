@@ -167,7 +167,7 @@ impl Store {
 
     /// The latest checkpoint of `job`, or `None` if it has none. A checkpoint set aside by
     /// [`Store::clear_checkpoint`] is still the latest one saved; [`Store::job`] and
-    /// [`Store::plan_recovery`] tell whether the job resumes from it.
+    /// [`Store::plan`] tell whether the job resumes from it.
     pub fn latest(&self, job: &str) -> Result<Option<Checkpoint>> {
         let index = self.index();
         let latest = index.get(job).and_then(|entry| entry.latest);

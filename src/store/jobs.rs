@@ -1,5 +1,5 @@
-//! Job semantics on top of the log: job types, events, the folded job state, recovery
-//! planning and the migration dry run.
+//! Job semantics on top of the log: job types, events, the folded job state, planning the
+//! next run and the migration dry run.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,37 +13,7 @@ use super::visibility::Update;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::format::{EventBody, RecordKind, encode_event_body};
-use crate::job::{
-    ErrorContext, JobEvent, JobState, JobType, RecoveryDecision, RetryPolicy, jitter_seed,
-    plan_recovery,
-};
-
-/// What the next run of a job should do, from [`Store::plan_recovery`].
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum RecoveryPlan {
-    /// No checkpoint: start from the beginning.
-    FreshStart,
-    /// The last run was interrupted (a crash left no outcome): continue from this checkpoint.
-    Resume(Checkpoint),
-    /// The last run failed and may be retried: wait `delay`, then run attempt `attempt`,
-    /// from `checkpoint` if there is one.
-    RetryWithBackoff {
-        /// The attempt number of the retry.
-        attempt: u32,
-        /// How long to wait first (exponential backoff with jitter, capped).
-        delay: Duration,
-        /// Where to continue from.
-        checkpoint: Option<Checkpoint>,
-    },
-    /// The last run finished cleanly: run normally.
-    Normal,
-    /// Do not run again: the retry budget is spent or the failure cannot be recovered from.
-    GiveUp {
-        /// Why, for the operator.
-        reason: String,
-    },
-}
+use crate::job::{ErrorContext, JobEvent, JobState, JobType, RetryPolicy, RunPlan, plan_next_run};
 
 /// One checkpoint that would not pass the current migrations and validators.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -223,52 +193,33 @@ impl Store {
         self.index().get(job).map(|entry| entry.state.clone())
     }
 
-    /// Decides what the next run of `job` does, with the model platform's rules (see
-    /// [`plan_recovery`]): fresh start, resume, retry with backoff, normal run, or give up.
-    pub fn plan_recovery(&self, job: &str, policy: &RetryPolicy) -> Result<RecoveryPlan> {
-        let index = self.index();
-        let Some(entry) = index.get(job).cloned() else {
-            return Ok(RecoveryPlan::FreshStart);
-        };
-        // The state's checkpoint is always the latest one saved (the index keeps them so).
-        let checkpoint = |seq: u64| -> Result<Checkpoint> {
-            match entry.latest {
-                Some(at) if at.seq == seq => self.read_checkpoint(&index, at),
-                latest => Err(Error::invalid(
-                    "job state",
-                    format!("planned checkpoint {seq} of {job} is not its latest ({latest:?})"),
-                )),
-            }
-        };
-        Ok(
-            match plan_recovery(&entry.state, policy, jitter_seed(job)) {
-                RecoveryDecision::FreshStart => RecoveryPlan::FreshStart,
-                RecoveryDecision::Resume { checkpoint_seq } => {
-                    RecoveryPlan::Resume(checkpoint(checkpoint_seq)?)
-                }
-                RecoveryDecision::RetryWithBackoff {
-                    attempt,
-                    delay,
-                    checkpoint_seq,
-                } => RecoveryPlan::RetryWithBackoff {
-                    attempt,
-                    delay,
-                    checkpoint: checkpoint_seq.map(checkpoint).transpose()?,
-                },
-                RecoveryDecision::Normal => RecoveryPlan::Normal,
-                RecoveryDecision::GiveUp { reason } => RecoveryPlan::GiveUp { reason },
-            },
-        )
-    }
-
-    /// [`Store::plan_recovery`] with the retry policy of the job's registered [`JobType`], or
-    /// the default policy when none is registered.
-    pub fn plan(&self, job: &str) -> Result<RecoveryPlan> {
+    /// Decides what the next run of `job` does, with the retry policy of the job's registered
+    /// [`JobType`], or [`RetryPolicy::default`] when none is registered: start fresh, resume
+    /// from its latest checkpoint, retry after a backoff, run normally, or give up (the rules
+    /// are on [`plan_next_run`](crate::job::plan_next_run)). A job the store does not know
+    /// starts fresh. The checkpoint of a plan is read like [`Store::latest`] reads it.
+    pub fn plan(&self, job: &str) -> Result<RunPlan<Checkpoint>> {
         let policy = self
             .job_type(job)
             .map(|t| *t.retry_policy())
             .unwrap_or_default();
-        self.plan_recovery(job, &policy)
+        self.plan_with(job, &policy)
+    }
+
+    /// [`Store::plan`] with the retry policy `policy`, whatever job type is registered.
+    pub fn plan_with(&self, job: &str, policy: &RetryPolicy) -> Result<RunPlan<Checkpoint>> {
+        let index = self.index();
+        let Some(entry) = index.get(job).cloned() else {
+            return Ok(RunPlan::FreshStart);
+        };
+        // The state's checkpoint is always the latest one saved (the index keeps them so).
+        plan_next_run(&entry.state, policy).try_map_checkpoint(|seq| match entry.latest {
+            Some(at) if at.seq == seq => self.read_checkpoint(&index, at),
+            latest => Err(Error::invalid(
+                "job state",
+                format!("planned checkpoint {seq} of {job} is not its latest ({latest:?})"),
+            )),
+        })
     }
 
     /// The deploy-time dry run: passes every retained checkpoint of every job with a registered

@@ -28,7 +28,7 @@ pub use compact::{CompactionProgress, CompactionReport, StoreStats};
 use compactor::Compactor;
 use flusher::Flusher;
 use index::Index;
-pub use jobs::{MigrationCheck, MigrationFailure, RecoveryPlan};
+pub use jobs::{MigrationCheck, MigrationFailure};
 use metrics::Counters;
 pub use metrics::Metrics;
 

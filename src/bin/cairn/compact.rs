@@ -37,7 +37,7 @@ pub fn run(
     options: cairn::Options,
     args: &CompactArgs,
 ) -> anyhow::Result<ExitCode> {
-    let retention = options.retention_policy();
+    let retention = options.get_retention();
     let mut bar = CompactionBar::new(CompactionBar::wanted(
         io::stderr().is_terminal(),
         global.json,
@@ -134,11 +134,11 @@ fn verdict(report: &cairn::CompactionReport) -> &'static str {
 
 /// The policy in force, e.g. `keep last 10, max age 30d, max size 1.0 GiB`.
 pub fn describe_retention(retention: &cairn::Retention) -> String {
-    let mut parts = vec![format!("keep last {}", retention.keep_last_count())];
-    if let Some(age) = retention.max_age_limit() {
+    let mut parts = vec![format!("keep last {}", retention.get_keep_last())];
+    if let Some(age) = retention.get_max_age() {
         parts.push(format!("max age {}", crate::args::format_duration(age)));
     }
-    if let Some(bytes) = retention.max_bytes_limit() {
+    if let Some(bytes) = retention.get_max_bytes() {
         parts.push(format!("max size {}", human_bytes(bytes)));
     }
     parts.join(", ")
@@ -146,7 +146,7 @@ pub fn describe_retention(retention: &cairn::Retention) -> String {
 
 fn over_limit_warning(retention: &cairn::Retention) -> String {
     let limit = retention
-        .max_bytes_limit()
+        .get_max_bytes()
         .map_or_else(|| "the size limit".to_owned(), human_bytes);
     format!(
         "even with only each job's latest checkpoint and state kept, the store does not fit \

@@ -1,7 +1,7 @@
 //! `cairn demo`: the crash-recovery demonstration. It runs a GitHub-style and a Jira-style
 //! extraction against a deterministic synthetic source, in a child process (the extractor,
 //! `cairn demo-worker`) that it kills with SIGKILL at random points, several times. Each new
-//! run resumes through `plan_recovery`: the GitHub job from its exact cursor, the Jira job by
+//! run resumes through `Store::plan_with`: the GitHub job from its exact cursor, the Jira job by
 //! a full restart with idempotent writes. At the end it checks that every source record is in
 //! the sink (SQLite) exactly once and that processed counts never went down.
 //!

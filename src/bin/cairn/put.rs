@@ -103,7 +103,7 @@ fn put_one(
 
 /// Saves one checkpoint per line of stdin, acknowledging each once `save` has returned.
 fn put_lines(global: &GlobalArgs, options: cairn::Options) -> anyhow::Result<ExitCode> {
-    let line_limit = line_limit_bytes(options.max_payload_bytes());
+    let line_limit = line_limit_bytes(options.get_max_payload());
     let store = cairn::Store::open_with(&global.dir, options)?;
     let mut input = io::stdin().lock();
     let mut out = io::stdout().lock();

@@ -41,7 +41,7 @@ struct Health {
 /// (`--keep-last`, `--max-age`, `--max-bytes`), so it matches `cairn compact` with the same
 /// flags.
 pub fn run(global: &GlobalArgs, options: cairn::Options) -> anyhow::Result<ExitCode> {
-    let retention = options.retention_policy();
+    let retention = options.get_retention();
     let store = cairn::Store::open_read_only_with(&global.dir, options)?;
     let stats = store.stats()?;
     let metrics = store.metrics();

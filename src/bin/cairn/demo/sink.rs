@@ -1,5 +1,5 @@
 //! The demo's sink: a SQLite database standing in for the warehouse. Every record is upserted
-//! under its [`cairn::idempotency_key`], so a record written again after a crash (at-least-once
+//! under its [`cairn::job::idempotency_key`], so a record written again after a crash (at-least-once
 //! delivery) overwrites its row instead of adding one; a `deliveries` column counts the writes
 //! so that the final audit can tell "present once" from "delivered more than once".
 //!
@@ -166,7 +166,7 @@ mod tests {
 
     fn record(unit: &str, item: &str) -> SinkRecord {
         SinkRecord {
-            key: cairn::idempotency_key("job", unit, item),
+            key: cairn::job::idempotency_key("job", unit, item),
             unit: unit.into(),
             item: item.into(),
             payload: "{}".into(),

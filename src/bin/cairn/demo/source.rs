@@ -435,7 +435,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cursors_round_trip_and_match_the_seed_format() {
+    fn cursors_round_trip_and_look_like_githubs() {
         assert_eq!(
             base64_encode(b"cursor:1673972800"),
             "Y3Vyc29yOjE2NzM5NzI4MDA="

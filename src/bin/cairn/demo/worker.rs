@@ -1,5 +1,5 @@
 //! The extractor: the child process that `cairn demo` starts and kills. Each run opens the
-//! store, registers the two job types, asks [`cairn::Store::plan_recovery`] what to do for each
+//! store, registers the two job types, asks [`cairn::Store::plan_with`] what to do for each
 //! job and does it, writing every record to the sink before saving the checkpoint that covers
 //! it. It reports what it does on stdout (see [`super::protocol`]).
 //!
@@ -14,10 +14,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use cairn::{
-    Checkpoint, Checkpointer, ErrorContext, JobType, RecoveryPlan, RetryPolicy, StartPoint, Store,
-    Trigger, WorkQueue, idempotency_key,
-};
+use cairn::job::{Checkpointer, StartPoint, WorkQueue, idempotency_key, presets};
+use cairn::{Checkpoint, ErrorContext, RetryPolicy, RunPlan, Store, Trigger};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -59,8 +57,8 @@ pub fn run(
     let began = Instant::now();
     let store = Store::open_with(store_dir, options)?;
     let open_us = micros(began.elapsed());
-    store.register(DemoJob::Github.name(), JobType::github())?;
-    store.register(DemoJob::Jira.name(), JobType::jira())?;
+    store.register(DemoJob::Github.name(), presets::github_extractor())?;
+    store.register(DemoJob::Jira.name(), presets::jira_extractor())?;
     let mut out = Out {
         stdout: io::stdout(),
         gate: Some(io::stdin().lock()),
@@ -117,7 +115,7 @@ enum Outcome {
 }
 
 /// Checkpoint data of a job: serializable, with a phase and a processed count, and a place
-/// for the seed's rate-limit and error contexts.
+/// for the rate-limit and error contexts.
 trait Progress: Serialize {
     fn phase(&self) -> &str;
     fn processed(&self) -> u64;
@@ -171,10 +169,12 @@ impl Extractor<'_> {
         let began = Instant::now();
         let name = job.name();
         let mut waited = Duration::ZERO;
-        let (decision, checkpoint) = match self.store.plan_recovery(name, &retry_policy())? {
-            RecoveryPlan::FreshStart => ("fresh_start", None),
-            RecoveryPlan::Resume(checkpoint) => ("resume", Some(checkpoint)),
-            RecoveryPlan::RetryWithBackoff {
+        let plan = self.store.plan_with(name, &retry_policy())?;
+        let decision = plan.name();
+        let checkpoint = match plan {
+            RunPlan::FreshStart => None,
+            RunPlan::Resume { checkpoint } => Some(checkpoint),
+            RunPlan::RetryWithBackoff {
                 attempt,
                 delay,
                 checkpoint,
@@ -182,15 +182,15 @@ impl Extractor<'_> {
                 self.store.schedule_retry(name, attempt, delay)?;
                 std::thread::sleep(delay);
                 waited = delay;
-                ("retry_with_backoff", checkpoint)
+                checkpoint
             }
-            RecoveryPlan::Normal => {
+            RunPlan::Normal => {
                 // Only after a success: this job finished in an earlier run of this demo.
                 self.out.emit(&Line::Skipped { job })?;
                 return Ok(None);
             }
-            RecoveryPlan::GiveUp { reason } => bail!("{name}: the store says to give up: {reason}"),
-            other => bail!("{name}: unexpected recovery plan {other:?}"),
+            RunPlan::GiveUp { reason } => bail!("{name}: the store says to give up: {reason}"),
+            other => bail!("{name}: unexpected run plan {other:?}"),
         };
         let job_type = self
             .store
@@ -345,7 +345,7 @@ impl Extractor<'_> {
     }
 }
 
-/// The seed's GitHub checkpoint, with a [`WorkQueue`] as its repository queue.
+/// The GitHub extractor's checkpoint, with a [`WorkQueue`] as its repository queue.
 #[derive(Debug, Serialize, Deserialize)]
 struct GithubProgress {
     repo_processing_queue: WorkQueue,
@@ -388,7 +388,7 @@ const PR_EXTRACTION: &str = "pr_extraction";
 
 fn extract_github(x: &mut Extractor<'_>, start: Start) -> anyhow::Result<Outcome> {
     let job = DemoJob::Github;
-    let mut checkpointer = JobType::github().checkpointer(Instant::now());
+    let mut checkpointer = presets::github_extractor().checkpointer(Instant::now());
     let mut progress = match start {
         Start::Resume(checkpoint) => checkpoint.data_as::<GithubProgress>()?,
         Start::Fresh | Start::Restart => GithubProgress {
@@ -495,7 +495,7 @@ fn page_records<T: Serialize>(
         .collect()
 }
 
-/// The seed's Jira checkpoint.
+/// The Jira extractor's checkpoint.
 #[derive(Debug, Serialize, Deserialize)]
 struct JiraProgress {
     last_sync_at: Option<DateTime<Utc>>,
@@ -533,7 +533,7 @@ fn extract_jira(x: &mut Extractor<'_>, start: Start) -> anyhow::Result<Outcome> 
         );
     }
     // Fresh or restarted, the extraction starts from nothing.
-    let mut checkpointer = JobType::jira().checkpointer(Instant::now());
+    let mut checkpointer = presets::jira_extractor().checkpointer(Instant::now());
     let mut progress = JiraProgress {
         last_sync_at: Some(Utc::now()),
         total_issues_processed: 0,

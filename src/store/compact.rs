@@ -301,9 +301,9 @@ impl Inner {
         self.carry_out(plan, report, retention, progress, started)
     }
 
-    /// Carries out a decided compaction: writes the compacted segment (the log renames it into
-    /// place: the commit point), swaps the index over to it, removes the replaced files and
-    /// reports.
+    /// Carries out a decided compaction: makes what it relies on durable, reserves its room,
+    /// writes the compacted segment (`write_segment`, the commit point), switches readers over
+    /// (`swap_index`), removes the replaced files and reports.
     fn carry_out(
         &self,
         mut plan: Plan,
@@ -327,16 +327,7 @@ impl Inner {
             done_bytes: plan.scanned_bytes,
             total_bytes: plan.scanned_bytes,
         });
-        let kept: Vec<Kept> = plan
-            .locations
-            .iter()
-            .zip(&plan.fates)
-            .filter(|(_, fate)| fate.is_kept())
-            .map(|(location, _)| location.clone())
-            .collect();
-        let (segment, offsets) =
-            self.log
-                .write_compacted(&plan.range, &kept, plan.upto_seq, &plan.snapshot)?;
+        let (segment, offsets) = self.write_segment(&plan)?;
         self.swap_index(&plan, segment, offsets);
         // Committed: a replaced file that cannot be removed is left for the next writer.
         report.replaced_files_left = self.log.remove_replaced(&plan.range)?;
@@ -354,6 +345,21 @@ impl Inner {
             "cairn: compacted"
         );
         Ok(report)
+    }
+
+    /// Has the log write the compacted segment: the kept checkpoints, then the snapshot. The
+    /// log renames it into place, the commit point. Returns it with the offsets of the kept
+    /// checkpoints in it, in order.
+    fn write_segment(&self, plan: &Plan) -> Result<(Arc<Segment>, Vec<u64>)> {
+        let kept: Vec<Kept> = plan
+            .locations
+            .iter()
+            .zip(&plan.fates)
+            .filter(|(_, fate)| fate.is_kept())
+            .map(|(location, _)| location.clone())
+            .collect();
+        self.log
+            .write_compacted(&plan.range, &kept, plan.upto_seq, &plan.snapshot)
     }
 
     /// Switches readers to the compacted `segment`, where the kept checkpoints are at

@@ -340,12 +340,14 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     if dir.exists() {
         return Err(format!("{} exists; give a new directory", dir.display()).into());
     }
-    let (segment_bytes, limit_bytes) = (args.segment_kib * 1024, args.limit_kib * 1024);
-    let options = Options::default().segment_size(segment_bytes).retention(
-        Retention::default()
-            .keep_last(args.keep_last)
-            .max_bytes(limit_bytes),
-    );
+    let (segment_size_bytes, limit_bytes) = (args.segment_kib * 1024, args.limit_kib * 1024);
+    let options = Options::default()
+        .segment_size(segment_size_bytes)
+        .retention(
+            Retention::default()
+                .keep_last(args.keep_last)
+                .max_bytes(limit_bytes),
+        );
     let store = Store::open_with(&dir, options.clone())?;
     let (results, series, max_polled_bytes, elapsed) =
         run_savers(&store, &dir, args, &compaction_log);
@@ -353,7 +355,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     drop(store);
     let compactions = compaction_log.take();
     let mut failures: Vec<String> = results.iter().filter_map(|r| r.error.clone()).collect();
-    if max_polled_bytes > limit_bytes + segment_bytes {
+    if max_polled_bytes > limit_bytes + segment_size_bytes {
         failures.push(format!(
             "disk use reached {max_polled_bytes} bytes, over the limit plus one segment"
         ));
@@ -361,7 +363,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     failures.extend(check_latest(&dir, options, &results)?);
     let outcome = Outcome {
         elapsed,
-        disk: DiskSummary::new(&series, max_polled_bytes, limit_bytes, segment_bytes),
+        disk: DiskSummary::new(&series, max_polled_bytes, limit_bytes, segment_size_bytes),
         report: Report::new(&results, &compactions),
         series,
         compactions,

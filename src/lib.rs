@@ -25,8 +25,8 @@ pub use options::{
     MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, Options, RecoveryMode, Retention,
 };
 pub use store::{
-    CompactionProgress, CompactionReport, JobSummary, Metrics, MigrationCheck, MigrationFailure,
-    Store, StoreStats,
+    CompactionPhase, CompactionProgress, CompactionReport, JobSummary, Metrics, MigrationCheck,
+    MigrationFailure, Store, StoreStats,
 };
 
 // The Rust examples in docs/ are compiled and run as doctests.

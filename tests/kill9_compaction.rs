@@ -132,7 +132,7 @@ fn compact_forever(store: &Store) {
         say("compact start");
         let report = store
             .compact_with_progress(&retention, false, &mut |progress| {
-                if progress.phase == "write" {
+                if progress.phase == cairn::CompactionPhase::Write {
                     say("compact write");
                 }
             })

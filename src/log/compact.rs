@@ -355,3 +355,31 @@ impl Drop for RemoveIfUnwinding<'_> {
         }
     }
 }
+
+/// Sizing and encoding a compaction plans with before it writes (used by `store/compact.rs`,
+/// so that it needs none of the format's constants).
+impl Log {
+    /// The file length of a compacted segment whose records (the kept checkpoints and the
+    /// snapshot, each padded) take `records_bytes`: what `write_compacted` creates for them.
+    pub fn compacted_segment_len(records_bytes: u64) -> u64 {
+        (SEGMENT_HEADER_LEN as u64 + records_bytes)
+            .next_multiple_of(4096)
+            .max(MIN_COMPACTED_LEN)
+    }
+
+    /// Bytes of the records that hold these bodies, each padded (e.g. a snapshot's parts).
+    pub fn records_len(bodies: &[Vec<u8>]) -> u64 {
+        bodies
+            .iter()
+            .map(|body| padded_record_len(body.len()) as u64)
+            .sum()
+    }
+
+    /// A snapshot of job states, given each state's JSON, as the record bodies
+    /// `write_compacted` takes, each within the format's record body limit (docs/FORMAT.md,
+    /// "Snapshot body"): the parts, then the final one. Fails with the reason when one state
+    /// alone is too large for a record.
+    pub fn snapshot_bodies(states_json: &[Vec<u8>]) -> std::result::Result<Vec<Vec<u8>>, String> {
+        crate::format::encode_snapshot_parts(states_json, MAX_RECORD_BODY_BYTES as usize)
+    }
+}

@@ -1,10 +1,15 @@
-//! Compaction and retention: which records stay, and the switch to the compacted segment.
+//! Compaction: the switch from the sealed segments to one compacted segment.
 //!
 //! A compaction takes every sealed segment (all but the one being written), decides with the
 //! retention policy which checkpoints stay, folds every job event into one snapshot record of
 //! all jobs' states, and has the log write them into one compacted segment that takes the id
 //! of the newest segment it replaces. Records keep their sequence numbers. docs/FORMAT.md
 //! ("Compaction") gives the protocol and why a crash at any step loses nothing.
+//!
+//! The steps: `plan` reads the range (`scan`), lets `retention.rs` decide the fate of each
+//! checkpoint, encodes the snapshot and predicts the outcome (`predict`); `carry_out` has the
+//! log write the compacted segment (its rename is the commit point), switches readers over
+//! (`swap_index`), removes the replaced files and reports.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,10 +18,10 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::index::{Index, RangeCheckpoint};
+use super::retention::{self, Candidate, Fate, JobFacts, Rules};
 use super::{Inner, Store};
 use crate::error::{Error, Result};
-use crate::format::{RecordKind, decode_checkpoint_meta};
-use crate::log::{Kept, Log, Segment};
+use crate::log::{Kept, Log, RecordRef, Segment};
 use crate::options::Retention;
 
 /// What a compaction did, or (dry run) would do.
@@ -65,12 +70,31 @@ pub struct CompactionReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CompactionProgress {
-    /// `"scan"` while reading, `"write"` once writing.
-    pub phase: &'static str,
+    /// What the compaction is doing.
+    pub phase: CompactionPhase,
     /// Bytes of the compacted segments read so far.
     pub done_bytes: u64,
     /// Bytes of records in the segments being compacted.
     pub total_bytes: u64,
+}
+
+/// What a compaction is doing, in [`CompactionProgress`]. Displayed as `scan` and `write`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CompactionPhase {
+    /// Reading the segments it compacts.
+    Scan,
+    /// Writing the compacted segment.
+    Write,
+}
+
+impl std::fmt::Display for CompactionPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CompactionPhase::Scan => "scan",
+            CompactionPhase::Write => "write",
+        })
+    }
 }
 
 /// The space a store takes and what compaction could free, from [`Store::stats`].
@@ -106,23 +130,15 @@ pub struct StoreStats {
     pub last_compaction_error: Option<String>,
 }
 
-/// A checkpoint of the compacted range.
-struct Candidate {
-    job: String,
-    seq: u64,
-    at_micros: i64,
-    segment: Arc<Segment>,
-    offset: u64,
-    bytes: u64,
-    keep: bool,
-    /// The job's newest checkpoint: kept whatever the policy says.
-    latest: bool,
-}
-
 /// A decided compaction.
 struct Plan {
     range: Vec<Arc<Segment>>,
+    /// The range's checkpoints, oldest first; `locations` and `fates` in the same order.
     candidates: Vec<Candidate>,
+    /// Where each candidate is.
+    locations: Vec<Kept>,
+    /// What the compaction does with each candidate.
+    fates: Vec<Fate>,
     /// The snapshot's record bodies: the parts, then the final one.
     snapshot: Vec<Vec<u8>>,
     upto_seq: u64,
@@ -132,6 +148,34 @@ struct Plan {
     dead_bytes: u64,
     /// Bytes of records read.
     scanned_bytes: u64,
+}
+
+/// What a compaction read of its range.
+struct Scan {
+    /// Every record of the range replayed into an index of its own.
+    folded: Index,
+    /// The range's checkpoints, oldest first, and where each is.
+    candidates: Vec<Candidate>,
+    locations: Vec<Kept>,
+    /// The sequence number of the range's last record.
+    last_seq: u64,
+    /// Job events read (all are folded into the snapshot).
+    events: u64,
+    /// Bytes of records that no policy keeps: job events, seals, snapshots.
+    dead_bytes: u64,
+    /// Bytes of records read.
+    scanned_bytes: u64,
+}
+
+/// What a compaction needs to know of a record it reads.
+enum Scanned {
+    Checkpoint {
+        job: String,
+        at_micros: i64,
+    },
+    JobEvent,
+    /// Anything else (a seal, a snapshot or a part of one): dropped.
+    Other,
 }
 
 impl Store {
@@ -234,7 +278,7 @@ impl Inner {
         if how == How::Explicit {
             self.log.seal_current()?;
         }
-        let Some(mut plan) = self.plan(retention, dry_run, progress)? else {
+        let Some(plan) = self.plan(retention, dry_run, progress)? else {
             return Ok(CompactionReport {
                 dry_run,
                 segments_before: self.log.segment_count(),
@@ -254,6 +298,20 @@ impl Inner {
             report.duration_us = elapsed_us(started);
             return Ok(report);
         }
+        self.carry_out(plan, report, retention, progress, started)
+    }
+
+    /// Carries out a decided compaction: makes what it relies on durable, reserves its room,
+    /// writes the compacted segment (`write_segment`, the commit point), switches readers over
+    /// (`swap_index`), removes the replaced files and reports.
+    fn carry_out(
+        &self,
+        mut plan: Plan,
+        mut report: CompactionReport,
+        retention: &Retention,
+        progress: &mut dyn FnMut(&CompactionProgress),
+        started: Instant,
+    ) -> Result<CompactionReport> {
         // Every record the decisions relied on (newer checkpoints, deletions) must be durable
         // before anything is dropped because of it.
         self.log.sync_all()?;
@@ -265,40 +323,12 @@ impl Inner {
             self.reserve_room(&mut plan, &mut report, max);
         }
         progress(&CompactionProgress {
-            phase: "write",
+            phase: CompactionPhase::Write,
             done_bytes: plan.scanned_bytes,
             total_bytes: plan.scanned_bytes,
         });
-        let kept: Vec<Kept> = plan
-            .candidates
-            .iter()
-            .filter(|c| c.keep)
-            .map(|c| Kept {
-                segment: c.segment.clone(),
-                offset: c.offset,
-            })
-            .collect();
-        let (segment, offsets) =
-            self.log
-                .write_compacted(&plan.range, &kept, plan.upto_seq, &plan.snapshot)?;
-        let mut offsets = offsets.into_iter();
-        let range: Vec<RangeCheckpoint> = plan
-            .candidates
-            .iter()
-            .map(|c| RangeCheckpoint {
-                job: c.job.clone(),
-                seq: c.seq,
-                new_offset: if c.keep { offsets.next() } else { None },
-            })
-            .collect();
-        let segment_id = segment.id;
-        {
-            // Readers look up a location and read it under the index lock: they see the old
-            // segments with the old locations, or the new one with the new.
-            let mut index = self.index_mut();
-            self.log.install_compacted(segment);
-            index.compacted(plan.upto_seq, segment_id, &range, plan.dead_before);
-        }
+        let (segment, offsets) = self.write_segment(&plan)?;
+        self.swap_index(&plan, segment, offsets);
         // Committed: a replaced file that cannot be removed is left for the next writer.
         report.replaced_files_left = self.log.remove_replaced(&plan.range)?;
         report.segments_after = self.log.segment_count();
@@ -315,6 +345,42 @@ impl Inner {
             "cairn: compacted"
         );
         Ok(report)
+    }
+
+    /// Has the log write the compacted segment: the kept checkpoints, then the snapshot. The
+    /// log renames it into place, the commit point. Returns it with the offsets of the kept
+    /// checkpoints in it, in order.
+    fn write_segment(&self, plan: &Plan) -> Result<(Arc<Segment>, Vec<u64>)> {
+        let kept: Vec<Kept> = plan
+            .locations
+            .iter()
+            .zip(&plan.fates)
+            .filter(|(_, fate)| fate.is_kept())
+            .map(|(location, _)| location.clone())
+            .collect();
+        self.log
+            .write_compacted(&plan.range, &kept, plan.upto_seq, &plan.snapshot)
+    }
+
+    /// Switches readers to the compacted `segment`, where the kept checkpoints are at
+    /// `offsets` (in order). Readers look up a location and read it under the index lock:
+    /// they see the old segments with the old locations, or the new one with the new.
+    fn swap_index(&self, plan: &Plan, segment: Arc<Segment>, offsets: Vec<u64>) {
+        let mut offsets = offsets.into_iter();
+        let range: Vec<RangeCheckpoint> = plan
+            .candidates
+            .iter()
+            .zip(&plan.fates)
+            .map(|(c, fate)| RangeCheckpoint {
+                job: c.job.clone(),
+                seq: c.seq,
+                new_offset: if fate.is_kept() { offsets.next() } else { None },
+            })
+            .collect();
+        let segment_id = segment.id;
+        let mut index = self.index_mut();
+        self.log.install_compacted(segment);
+        index.compacted(plan.upto_seq, segment_id, &range, plan.dead_before);
     }
 
     /// A compaction the store runs on its own (the background compactor, or a save making
@@ -346,31 +412,32 @@ impl Inner {
         result
     }
 
-    /// Decides a compaction of every sealed segment; `None` when there is none.
-    /// Under a size limit: reserves the compacted file's bytes against the limit (savers that
-    /// need a new segment now count them), then, if the files on disk and the compacted one
-    /// would pass the limit plus one segment (saves went on while the plan was made), drops
-    /// more history so that they do not.
+    /// Under a size limit, as the compaction starts writing: reserves the compacted file's
+    /// bytes against the limit (savers that need a new segment now count them), then, if the
+    /// files on disk and the compacted one would pass the limit plus one segment (saves went
+    /// on while the plan was made), drops more history so that they do not.
     fn reserve_room(&self, plan: &mut Plan, report: &mut CompactionReport, max: u64) {
-        let snapshot_len = snapshot_bytes(&plan.snapshot);
-        let kept_bytes =
-            |c: &[Candidate]| -> u64 { c.iter().filter(|c| c.keep).map(|c| c.bytes).sum() };
-        let len = compacted_len(kept_bytes(&plan.candidates), snapshot_len);
+        let snapshot_len = Log::records_len(&plan.snapshot);
+        let compacted_len = |candidates: &[Candidate], fates: &[Fate]| {
+            Log::compacted_segment_len(retention::kept_bytes(candidates, fates) + snapshot_len)
+        };
+        let len = compacted_len(&plan.candidates, &plan.fates);
         let on_disk = self.log.reserve_compaction(len);
-        let room = (max + self.options.segment_size_bytes).saturating_sub(on_disk);
+        let room = retention::room_beside(max, self.options.segment_size_bytes, on_disk);
         if len <= room {
             return;
         }
-        report.over_limit |= !fit_budget(&mut plan.candidates, snapshot_len, room);
+        let fits = |kept: u64| Log::compacted_segment_len(kept + snapshot_len) <= room;
+        report.over_limit |= !retention::fit(&plan.candidates, &mut plan.fates, fits);
         self.log
-            .reserve_compaction(compacted_len(kept_bytes(&plan.candidates), snapshot_len));
-        let dropped = plan.candidates.iter().filter(|c| !c.keep).count() as u64;
+            .reserve_compaction(compacted_len(&plan.candidates, &plan.fates));
+        let dropped = retention::dropped_count(&plan.fates);
         report.checkpoints_kept = plan.candidates.len() as u64 - dropped;
         report.checkpoints_dropped = dropped;
     }
 
     /// Decides a compaction of the sealed segments or (`whole_log`, for a prediction of an
-    /// explicit compaction) of every segment.
+    /// explicit compaction) of every segment; `None` when there is none.
     fn plan(
         &self,
         retention: &Retention,
@@ -382,121 +449,37 @@ impl Inner {
         } else {
             self.log.sealed_segments()
         };
-        let Some(last) = range.last() else {
+        let Some(upto_id) = range.last().map(|last| last.id) else {
             return Ok(None);
         };
-        let total_bytes: u64 = range.iter().map(|s| s.published_end()).sum();
-        let mut scanned_bytes = 0;
-        let upto_id = last.id;
-        let by_id: HashMap<u64, Arc<Segment>> = range.iter().map(|s| (s.id, s.clone())).collect();
-        let mut folded = Index::new(retention.keep_last);
-        let mut candidates = Vec::new();
-        let (mut upto_seq, mut events, mut dead_bytes) = (0, 0, 0);
-        let log = &self.log;
-        Log::for_each_record_in(&range, &mut |record| {
-            let corrupt = |reason| log.corrupt(record.segment_id, record.offset, reason);
-            folded.replay(record).map_err(corrupt)?;
-            upto_seq = record.header.seq;
-            let bytes = record.header.padded_len() as u64;
-            scanned_bytes += bytes;
-            progress(&CompactionProgress {
-                phase: "scan",
-                done_bytes: scanned_bytes,
-                total_bytes,
-            });
-            match record.header.kind {
-                RecordKind::Checkpoint => {
-                    let meta =
-                        decode_checkpoint_meta(record.version, record.body).map_err(corrupt)?;
-                    let segment = by_id
-                        .get(&record.segment_id)
-                        .cloned()
-                        .ok_or_else(|| corrupt("record outside the compacted segments".into()))?;
-                    candidates.push(Candidate {
-                        job: meta.job,
-                        seq: record.header.seq,
-                        at_micros: meta.at_micros,
-                        segment,
-                        offset: record.offset,
-                        bytes,
-                        keep: false,
-                        latest: false,
-                    });
-                }
-                RecordKind::JobEvent => {
-                    events += 1;
-                    dead_bytes += bytes;
-                }
-                RecordKind::Seal
-                | RecordKind::Snapshot
-                | RecordKind::SnapshotPart
-                | RecordKind::Mark => {
-                    dead_bytes += bytes;
-                }
-            }
-            Ok(())
-        })?;
-        // The snapshot takes the number of the range's seal: the one before the next
-        // segment's first. (After skip-corrupted recovery the seal itself may be missing; its
-        // number is still free.)
-        // (For a prediction over the whole log, the seal an explicit compaction would write.)
-        let snapshot_seq = self
-            .log
-            .first_seq_after(upto_id)
-            .map_or(upto_seq + 1, |first| first - 1);
-        if snapshot_seq < upto_seq
-            || candidates
-                .last()
-                .is_some_and(|c: &Candidate| c.seq >= snapshot_seq)
-        {
-            return Err(self.log.corrupt(
-                upto_id,
-                0,
-                format!(
-                    "the segment after it starts at {}, not after its last record {upto_seq}; \
-                     cannot compact",
-                    snapshot_seq + 1
-                ),
-            ));
-        }
-        let upto_seq = snapshot_seq;
-        let (live_counts, deleted_later, dead_before) = {
-            let index = self.index();
-            let mut counts = HashMap::new();
-            let mut deleted = HashMap::new();
-            for c in &candidates {
-                if counts.contains_key(&c.job) {
-                    continue;
-                }
-                counts.insert(
-                    c.job.clone(),
-                    index.get(&c.job).map_or(0, |e| e.checkpoints),
-                );
-                if let Some(at) = index.deleted_after(&c.job, upto_seq) {
-                    deleted.insert(c.job.clone(), at);
-                }
-            }
-            for state in folded.states() {
-                if let Some(at) = index.deleted_after(&state.job, upto_seq) {
-                    deleted.insert(state.job.clone(), at);
-                }
-            }
-            (counts, deleted, index.dead_bytes())
-        };
-        decide(
-            &mut candidates,
-            retention,
-            &folded,
-            &live_counts,
-            &deleted_later,
-        );
-        let states: Vec<_> = folded
+        let scan = self.scan(&range, retention.keep_last, progress)?;
+        let upto_seq = self.snapshot_seq(upto_id, &scan)?;
+        let (jobs, dead_before) = self.job_facts(&scan, upto_seq);
+        let rules = Rules::new(retention, chrono::Utc::now());
+        let fates = retention::decide(&scan.candidates, &jobs, &rules);
+        let states: Vec<_> = scan
+            .folded
             .states()
             .into_iter()
-            .filter(|state| !deleted_later.contains_key(&state.job))
+            .filter(|state| retention::state_in_snapshot(&jobs, &state.job))
             .collect();
-        let jobs = states.len();
-        let snapshot = snapshot_parts(&states)?;
+        let mut plan = Plan {
+            snapshot: snapshot_parts(&states)?,
+            report: CompactionReport {
+                events_folded: scan.events,
+                jobs: states.len(),
+                upto_seq,
+                ..CompactionReport::default()
+            },
+            range,
+            candidates: scan.candidates,
+            locations: scan.locations,
+            fates,
+            upto_seq,
+            dead_before,
+            dead_bytes: scan.dead_bytes,
+            scanned_bytes: scan.scanned_bytes,
+        };
         drop(states);
         // What stays besides the compacted segment: the segments after the range, or, for the
         // whole log, the new segment an explicit compaction seals the current one for.
@@ -505,154 +488,186 @@ impl Inner {
         } else {
             self.log.bytes_after(upto_id)
         };
-        let mut over_limit = false;
-        if let Some(max) = retention.max_bytes {
-            // Afterwards: the compacted segment, the segments after it and room for the next
-            // one fit the limit. Meanwhile: the compacted file is written beside every file it
-            // replaces, and that peak stays within the limit plus one segment.
-            let steady = max
-                .saturating_sub(bytes_after_range)
-                .saturating_sub(self.options.segment_size_bytes);
-            let peak =
-                (max + self.options.segment_size_bytes).saturating_sub(self.log.storage_bytes());
-            let budget = steady.min(peak);
-            over_limit = !fit_budget(&mut candidates, snapshot_bytes(&snapshot), budget);
-        }
-        let kept_bytes: u64 = candidates.iter().filter(|c| c.keep).map(|c| c.bytes).sum();
-        let dropped = candidates.iter().filter(|c| !c.keep).count() as u64;
-        dead_bytes += candidates
-            .iter()
-            .filter(|c| !c.keep)
-            .map(|c| c.bytes)
-            .sum::<u64>();
-        let segments_before = self.log.segment_count();
-        let bytes_before = self.log.storage_bytes();
-        let compacted_len = compacted_len(kept_bytes, snapshot_bytes(&snapshot));
-        let already_compact = range.len() == 1 && last.header.compacted;
-        let worth_it = !(already_compact && dropped == 0 && events == 0);
-        let bytes_after = bytes_after_range + compacted_len;
-        let report = CompactionReport {
-            dry_run: false,
-            compacted: worth_it,
-            segments_before,
-            segments_after: if whole_log {
-                2
-            } else {
-                segments_before - range.len() + 1
-            },
-            bytes_before,
-            bytes_after,
-            bytes_freed: bytes_before.saturating_sub(bytes_after),
-            checkpoints_kept: candidates.len() as u64 - dropped,
-            checkpoints_dropped: dropped,
-            events_folded: events,
-            jobs,
-            snapshot_records: snapshot.len(),
-            upto_seq,
-            over_limit,
-            duration_us: 0,
-            replaced_files_left: 0,
-        };
-        let report = if worth_it {
-            report
-        } else {
-            CompactionReport {
-                segments_after: segments_before,
-                bytes_after: bytes_before,
-                bytes_freed: 0,
-                ..report
-            }
-        };
-        Ok(Some(Plan {
-            range,
-            candidates,
-            snapshot,
-            upto_seq,
-            dead_before,
-            report,
-            dead_bytes,
-            scanned_bytes,
-        }))
+        self.predict(&mut plan, retention, whole_log, bytes_after_range);
+        Ok(Some(plan))
     }
-}
 
-/// The retention decisions, job by job: dead with a deleted job, else kept when it is the
-/// job's latest, or among its newest `keep_last` and not older than `max_age`.
-fn decide(
-    candidates: &mut [Candidate],
-    retention: &Retention,
-    folded: &Index,
-    live_counts: &HashMap<String, u64>,
-    deleted_later: &HashMap<String, u64>,
-) {
-    let cutoff_micros = retention.max_age.map(|age| {
-        let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
-        chrono::Utc::now()
-            .checked_sub_signed(age)
-            .map_or(i64::MIN, |t| t.timestamp_micros())
-    });
-    let mut by_job: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, c) in candidates.iter().enumerate() {
-        by_job.entry(c.job.as_str()).or_default().push(i);
+    /// Reads every record of `range`: folds them into an index of their own and collects the
+    /// checkpoints, reporting progress as it goes.
+    fn scan(
+        &self,
+        range: &[Arc<Segment>],
+        keep_last: usize,
+        progress: &mut dyn FnMut(&CompactionProgress),
+    ) -> Result<Scan> {
+        let total_bytes: u64 = range.iter().map(|s| s.published_end()).sum();
+        let by_id: HashMap<u64, Arc<Segment>> = range.iter().map(|s| (s.id, s.clone())).collect();
+        let mut scan = Scan {
+            folded: Index::new(keep_last),
+            candidates: Vec::new(),
+            locations: Vec::new(),
+            last_seq: 0,
+            events: 0,
+            dead_bytes: 0,
+            scanned_bytes: 0,
+        };
+        let log = &self.log;
+        Log::for_each_record_in(range, &mut |record| {
+            let corrupt = |reason| log.corrupt(record.segment_id, record.offset, reason);
+            scan.folded.replay(record).map_err(corrupt)?;
+            scan.last_seq = record.header.seq;
+            let bytes = record.header.padded_len() as u64;
+            scan.scanned_bytes += bytes;
+            progress(&CompactionProgress {
+                phase: CompactionPhase::Scan,
+                done_bytes: scan.scanned_bytes,
+                total_bytes,
+            });
+            match classify(record).map_err(corrupt)? {
+                Scanned::Checkpoint { job, at_micros } => {
+                    let segment = by_id
+                        .get(&record.segment_id)
+                        .cloned()
+                        .ok_or_else(|| corrupt("record outside the compacted segments".into()))?;
+                    let (seq, offset) = (record.header.seq, record.offset);
+                    scan.candidates.push(Candidate {
+                        job,
+                        seq,
+                        at_micros,
+                        bytes,
+                    });
+                    scan.locations.push(Kept { segment, offset });
+                }
+                Scanned::JobEvent => {
+                    scan.events += 1;
+                    scan.dead_bytes += bytes;
+                }
+                Scanned::Other => scan.dead_bytes += bytes,
+            }
+            Ok(())
+        })?;
+        Ok(scan)
     }
-    let mut decisions: Vec<(usize, bool, bool)> = Vec::new();
-    for (job, indices) in by_job {
-        if deleted_later.contains_key(job) {
-            decisions.extend(indices.iter().map(|&i| (i, false, false)));
-            continue;
+
+    /// The sequence number the snapshot takes: the number of the range's seal, the one before
+    /// the next segment's first. (After skip-corrupted recovery the seal itself may be
+    /// missing; its number is still free.) (For a prediction over the whole log, the seal an
+    /// explicit compaction would write.)
+    fn snapshot_seq(&self, upto_id: u64, scan: &Scan) -> Result<u64> {
+        let last_seq = scan.last_seq;
+        let snapshot_seq = self
+            .log
+            .first_seq_after(upto_id)
+            .map_or(last_seq + 1, |first| first - 1);
+        if snapshot_seq < last_seq
+            || scan
+                .candidates
+                .last()
+                .is_some_and(|c| c.seq >= snapshot_seq)
+        {
+            return Err(self.log.corrupt(
+                upto_id,
+                0,
+                format!(
+                    "the segment after it starts at {}, not after its last record {last_seq}; \
+                     cannot compact",
+                    snapshot_seq + 1
+                ),
+            ));
         }
-        let since = folded.since_seq(job);
-        let in_range = folded.get(job).map_or(0, |e| e.checkpoints);
-        // Checkpoints of the job in the segments after the range (the live index counts them
-        // all, the fold only the range's).
-        let newer = live_counts
-            .get(job)
-            .copied()
-            .unwrap_or(0)
-            .saturating_sub(in_range);
-        let mut rank = 0u64;
-        for &i in indices.iter().rev() {
-            let c = &candidates[i];
-            if c.seq <= since {
-                decisions.push((i, false, false));
+        Ok(snapshot_seq)
+    }
+
+    /// What retention needs to know of every job of the range besides its checkpoints there,
+    /// with the dead-bytes estimate as the compaction begins; under the index lock, briefly.
+    fn job_facts(&self, scan: &Scan, upto_seq: u64) -> (HashMap<String, JobFacts>, u64) {
+        let index = self.index();
+        let mut jobs = HashMap::new();
+        let candidate_jobs = scan.candidates.iter().map(|c| &c.job);
+        for job in candidate_jobs.chain(scan.folded.iter().map(|(job, _)| job)) {
+            if jobs.contains_key(job) {
                 continue;
             }
-            let latest = newer == 0 && rank == 0;
-            let young = cutoff_micros.is_none_or(|cutoff| c.at_micros >= cutoff);
-            let keep = latest || ((newer + rank) < retention.keep_last as u64 && young);
-            decisions.push((i, keep, latest));
-            rank += 1;
+            // The live index counts the job's checkpoints in the whole log, the fold only the
+            // range's.
+            let in_log = index.get(job).map_or(0, |e| e.checkpoints);
+            let in_range = scan.folded.get(job).map_or(0, |e| e.checkpoints);
+            let facts = JobFacts {
+                deleted_up_to_seq: scan.folded.since_seq(job),
+                checkpoints_after_range: in_log.saturating_sub(in_range),
+                deleted_after_range: index.deleted_after(job, upto_seq).is_some(),
+            };
+            jobs.insert(job.clone(), facts);
         }
+        (jobs, index.dead_bytes())
     }
-    for (i, keep, latest) in decisions {
-        candidates[i].keep = keep;
-        candidates[i].latest = latest;
+
+    /// Fits the plan to the size limit, if any, and fills in its report: what the compaction
+    /// would leave, and whether it is worth running (not when the range is one compacted
+    /// segment with nothing to drop or fold).
+    fn predict(
+        &self,
+        plan: &mut Plan,
+        retention: &Retention,
+        whole_log: bool,
+        bytes_after_range: u64,
+    ) {
+        let snapshot_len = Log::records_len(&plan.snapshot);
+        if let Some(max) = retention.max_bytes {
+            let segment_size = self.options.segment_size_bytes;
+            let storage_bytes = self.log.storage_bytes();
+            let budget =
+                retention::size_budget(max, segment_size, bytes_after_range, storage_bytes);
+            let fits = |kept: u64| Log::compacted_segment_len(kept + snapshot_len) <= budget;
+            plan.report.over_limit = !retention::fit(&plan.candidates, &mut plan.fates, fits);
+        }
+        let kept_bytes = retention::kept_bytes(&plan.candidates, &plan.fates);
+        let dropped = retention::dropped_count(&plan.fates);
+        plan.dead_bytes += plan.candidates.iter().map(|c| c.bytes).sum::<u64>() - kept_bytes;
+        let segments_before = self.log.segment_count();
+        let bytes_before = self.log.storage_bytes();
+        let already_compact =
+            plan.range.len() == 1 && plan.range.last().is_some_and(|s| s.header.compacted);
+        let report = &mut plan.report;
+        report.compacted = !(already_compact && dropped == 0 && report.events_folded == 0);
+        report.checkpoints_kept = plan.candidates.len() as u64 - dropped;
+        report.checkpoints_dropped = dropped;
+        report.snapshot_records = plan.snapshot.len();
+        report.segments_before = segments_before;
+        report.bytes_before = bytes_before;
+        if report.compacted {
+            report.segments_after = if whole_log {
+                2
+            } else {
+                segments_before - plan.range.len() + 1
+            };
+            report.bytes_after =
+                bytes_after_range + Log::compacted_segment_len(kept_bytes + snapshot_len);
+        } else {
+            report.segments_after = segments_before;
+            report.bytes_after = bytes_before;
+        }
+        report.bytes_freed = bytes_before.saturating_sub(report.bytes_after);
     }
 }
 
-/// Drops kept history, oldest first, until the compacted segment fits `budget` bytes; each
-/// job's latest checkpoint always stays. Returns false when even that does not fit.
-fn fit_budget(candidates: &mut [Candidate], snapshot_len: u64, budget: u64) -> bool {
-    let mut kept_bytes: u64 = candidates.iter().filter(|c| c.keep).map(|c| c.bytes).sum();
-    for c in candidates.iter_mut() {
-        if compacted_len(kept_bytes, snapshot_len) <= budget {
-            return true;
+/// What `record` is, as far as a compaction needs to know: the one place it looks at record
+/// kinds and bodies.
+fn classify(record: &RecordRef<'_>) -> std::result::Result<Scanned, String> {
+    use crate::format::{RecordKind, decode_checkpoint_meta};
+    Ok(match record.header.kind {
+        RecordKind::Checkpoint => {
+            let meta = decode_checkpoint_meta(record.version, record.body)?;
+            Scanned::Checkpoint {
+                job: meta.job,
+                at_micros: meta.at_micros,
+            }
         }
-        if c.keep && !c.latest {
-            c.keep = false;
-            kept_bytes -= c.bytes;
+        RecordKind::JobEvent => Scanned::JobEvent,
+        RecordKind::Seal | RecordKind::Snapshot | RecordKind::SnapshotPart | RecordKind::Mark => {
+            Scanned::Other
         }
-    }
-    compacted_len(kept_bytes, snapshot_len) <= budget
-}
-
-/// The file length of a compacted segment holding `kept_bytes` of records and a snapshot of
-/// `snapshot_len` bytes of records.
-fn compacted_len(kept_bytes: u64, snapshot_len: u64) -> u64 {
-    let needed = crate::format::SEGMENT_HEADER_LEN as u64 + kept_bytes + snapshot_len;
-    needed
-        .next_multiple_of(4096)
-        .max(crate::format::MIN_COMPACTED_LEN)
+    })
 }
 
 /// The snapshot of `states` as record bodies, each within the format's body limit (docs/FORMAT.md,
@@ -664,21 +679,12 @@ fn snapshot_parts(states: &[crate::job::JobState]) -> Result<Vec<Vec<u8>>> {
         .map(serde_json::to_vec)
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| Error::invalid("snapshot", e.to_string()))?;
-    let max_body = crate::format::MAX_RECORD_BODY_BYTES as usize;
-    crate::format::encode_snapshot_parts(&states_json, max_body).map_err(|reason| {
+    Log::snapshot_bodies(&states_json).map_err(|reason| {
         Error::invalid(
             "snapshot",
             format!("{reason}; delete the job with the oversized state, then compact"),
         )
     })
-}
-
-/// Bytes of the records that hold a snapshot in these bodies.
-fn snapshot_bytes(parts: &[Vec<u8>]) -> u64 {
-    parts
-        .iter()
-        .map(|part| crate::format::padded_record_len(part.len()) as u64)
-        .sum()
 }
 
 fn elapsed_us(started: Instant) -> u64 {

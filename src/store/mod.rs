@@ -8,6 +8,7 @@ mod flusher;
 mod index;
 mod jobs;
 mod metrics;
+mod retention;
 mod visibility;
 
 use std::collections::HashMap;
@@ -24,7 +25,7 @@ use crate::log::{Log, RecoveryReport};
 use crate::options::{Durability, Options, RecoveryMode};
 use crate::storage::{DirLock, FsStorage, Storage};
 
-pub use compact::{CompactionProgress, CompactionReport, StoreStats};
+pub use compact::{CompactionPhase, CompactionProgress, CompactionReport, StoreStats};
 use compactor::Compactor;
 use flusher::Flusher;
 use index::Index;

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use cairn::CompactionPhase;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// What the bar shows: the phase, the bar (as wide as the terminal allows), bytes read of
@@ -13,7 +14,7 @@ const TEMPLATE: &str = "{msg:8} [{wide_bar}] {bytes}/{total_bytes} ({eta} left)"
 /// that the summary (or an error line) is all that stays on the screen.
 pub struct CompactionBar {
     bar: ProgressBar,
-    phase: &'static str,
+    phase: Option<CompactionPhase>,
 }
 
 impl CompactionBar {
@@ -29,7 +30,7 @@ impl CompactionBar {
         if let Ok(style) = ProgressStyle::with_template(TEMPLATE) {
             bar.set_style(style.progress_chars("=> "));
         }
-        CompactionBar { bar, phase: "" }
+        CompactionBar { bar, phase: None }
     }
 
     /// Whether the bar is drawn: only for people at a terminal, never with `--json`.
@@ -42,9 +43,9 @@ impl CompactionBar {
         self.advance(progress.phase, progress.done_bytes, progress.total_bytes);
     }
 
-    fn advance(&mut self, phase: &'static str, done_bytes: u64, total_bytes: u64) {
-        if self.phase != phase {
-            self.phase = phase;
+    fn advance(&mut self, phase: CompactionPhase, done_bytes: u64, total_bytes: u64) {
+        if self.phase != Some(phase) {
+            self.phase = Some(phase);
             self.bar.set_message(phase_label(phase));
         }
         if self.bar.length() != Some(total_bytes) {
@@ -61,12 +62,12 @@ impl Drop for CompactionBar {
 }
 
 /// The phase as the bar shows it.
-fn phase_label(phase: &'static str) -> Cow<'static, str> {
-    Cow::Borrowed(match phase {
-        "scan" => "reading",
-        "write" => "writing",
-        other => other,
-    })
+fn phase_label(phase: CompactionPhase) -> Cow<'static, str> {
+    match phase {
+        CompactionPhase::Scan => Cow::Borrowed("reading"),
+        CompactionPhase::Write => Cow::Borrowed("writing"),
+        other => Cow::Owned(other.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -89,11 +90,11 @@ mod tests {
     #[test]
     fn a_hidden_bar_follows_the_reports() {
         let mut bar = CompactionBar::new(false);
-        bar.advance("scan", 40, 100);
+        bar.advance(CompactionPhase::Scan, 40, 100);
         assert_eq!(bar.bar.position(), 40);
         assert_eq!(bar.bar.length(), Some(100));
         assert_eq!(bar.bar.message(), "reading");
-        bar.advance("write", 100, 100);
+        bar.advance(CompactionPhase::Write, 100, 100);
         assert_eq!(bar.bar.message(), "writing");
     }
 }

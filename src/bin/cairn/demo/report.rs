@@ -442,18 +442,7 @@ pub fn write_summary(out: &mut impl Write, report: &Report) -> io::Result<()> {
             job.status
         )?;
     }
-    if report.ok {
-        writeln!(
-            out,
-            "checks       ok: every record exactly once, processed counts never went down, \
-             both jobs succeeded, the store verifies clean"
-        )?;
-    } else {
-        writeln!(out, "checks       FAILED:")?;
-        for problem in &report.problems {
-            writeln!(out, "  - {problem}")?;
-        }
-    }
+    write_checks(out, report)?;
     writeln!(
         out,
         "elapsed      {:.2} s",
@@ -464,4 +453,21 @@ pub fn write_summary(out: &mut impl Write, report: &Report) -> io::Result<()> {
         "look inside  cairn --dir {dir}/store history github_sync; the sink is {dir}/sink.sqlite",
         dir = report.dir
     )
+}
+
+/// The summary's `checks` line: ok, or each problem found.
+fn write_checks(out: &mut impl Write, report: &Report) -> io::Result<()> {
+    if report.ok {
+        writeln!(
+            out,
+            "checks       ok: every record exactly once, processed counts never went down, \
+             both jobs succeeded, the store verifies clean"
+        )
+    } else {
+        writeln!(out, "checks       FAILED:")?;
+        for problem in &report.problems {
+            writeln!(out, "  - {problem}")?;
+        }
+        Ok(())
+    }
 }

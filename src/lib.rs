@@ -3,6 +3,8 @@
 #![deny(clippy::host_endian_bytes, clippy::big_endian_bytes)]
 
 mod checkpoint;
+#[cfg(test)]
+mod crate_tests;
 mod error;
 mod format;
 mod job;
@@ -12,7 +14,7 @@ mod storage;
 mod store;
 
 pub use checkpoint::Checkpoint;
-pub use error::{Error, Result};
+pub use error::{Error, IoKind, Result};
 pub use job::{
     CheckpointMeta, CheckpointPolicy, Checkpointer, CustomRule, ErrorContext, JobError, JobEvent,
     JobState, JobStatus, JobType, JobTypeBuilder, MAX_JOB_TYPE_NAME_BYTES, MAX_PHASES,

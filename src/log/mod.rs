@@ -1,9 +1,10 @@
 //! The segment log: recovery at open, appends with group commit, reads.
 //!
-//! Segments are preallocated files mapped into memory. The writer copies each record into the
-//! newest segment; durability comes from syncing the written range. A full segment is sealed
-//! with a seal record after its successor exists and its records are synced, so every segment
-//! but the newest is durable and complete, and its seal says so.
+//! Segments are preallocated files mapped into memory for reading. The writer writes each record
+//! (`pwrite`, never through the map) at the end of the newest segment; durability comes from
+//! syncing the written range. A full segment is sealed with a seal record after its successor
+//! exists and its records are synced, so every segment but the newest is durable and complete,
+//! and its seal says so.
 //!
 //! Every sync of the log goes through [`Log::sync_segment`]: syncs never overlap, the first
 //! failure poisons the log, and once poisoned the log never counts anything as durable again
@@ -47,9 +48,10 @@ use crate::storage::DirLock;
 pub(crate) use segment::Segment;
 use writer::Writer;
 
-/// The file that marks a directory as a cairn store: `cairn store\nformat_version <n>\n`, with
-/// the format version of the newest segments written (this build writes
-/// [`FORMAT_VERSION`], and rewrites the marker of an older store it opens for writing).
+/// The file that marks a directory as a cairn store: `cairn store\nformat_version <n>\n`,
+/// where `<n>` is the newest segment format a writer of the store has used. This build writes
+/// [`FORMAT_VERSION`], for a new store and over an older store's marker once it has opened that
+/// store for writing; a store whose marker names a newer format is refused.
 pub(crate) const MARKER_FILE: &str = "CAIRN";
 /// The temporary name older builds wrote the marker under before renaming it into place.
 pub(crate) const MARKER_TMP_FILE: &str = "CAIRN.tmp";

@@ -497,15 +497,12 @@ impl Pass {
         let mut tail_outcome: Option<ScanOutcome> = None;
         let mut prev_id: Option<u64> = None;
         let mut iter = opened.into_iter().enumerate().peekable();
-        while let Some((
-            i,
-            Opened {
+        while let Some((i, opened)) = iter.next() {
+            let Opened {
                 path,
                 segment,
                 blank,
-            },
-        )) = iter.next()
-        {
+            } = opened;
             if self.stopped {
                 self.set_aside(&path, repairs);
                 continue;

@@ -23,6 +23,18 @@ fn disk_full_detail(path: &std::path::Path, needed_bytes: u64) -> String {
     }
 }
 
+/// What kind of operation an [`Error::Io`] failed in: for code that must tell failures apart,
+/// which the text of `op` is not for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IoKind {
+    /// Opening a segment file found in the store directory. A read-only open can find one
+    /// gone (`NotFound`) that a writer's compaction replaced since the directory was listed.
+    OpenSegment,
+    /// Any other operation; `op` says which.
+    Other,
+}
+
 /// Result alias used throughout cairn.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -33,8 +45,10 @@ pub enum Error {
     /// An operating-system call failed.
     #[error("I/O error while trying to {op} {}: {source}", path.display())]
     Io {
-        /// What cairn was doing, e.g. "create segment".
+        /// What cairn was doing, e.g. "create segment", for people to read.
         op: &'static str,
+        /// What cairn was doing, for code to match on.
+        kind: IoKind,
         /// The file or directory involved.
         path: PathBuf,
         /// The underlying error.
@@ -228,6 +242,17 @@ impl Error {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             op,
+            kind: IoKind::Other,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// An [`Error::Io`] of opening a segment file ([`IoKind::OpenSegment`]).
+    pub(crate) fn open_segment(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op: "open segment",
+            kind: IoKind::OpenSegment,
             path: path.into(),
             source,
         }

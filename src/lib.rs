@@ -3,6 +3,8 @@
 #![deny(clippy::host_endian_bytes, clippy::big_endian_bytes)]
 
 mod checkpoint;
+#[cfg(test)]
+mod crate_tests;
 mod error;
 mod format;
 pub mod job;
@@ -14,7 +16,7 @@ mod store;
 // The store, and what its methods take and return. The ETL toolkit (validation, migrations,
 // policies, work queues, idempotency keys, backoff, planning, presets) is in `job`.
 pub use checkpoint::Checkpoint;
-pub use error::{Error, Result};
+pub use error::{Error, IoKind, Result};
 pub use job::event::{ErrorContext, JobEvent, Trigger};
 pub use job::job_type::JobType;
 pub use job::plan::{RetryPolicy, RunPlan};

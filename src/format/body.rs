@@ -16,8 +16,7 @@
 //! Job event envelope (format version 2 only): `{ job: String, at_micros: i64 }`, then the
 //! event as JSON.
 //!
-//! Snapshot bodies (format 3 on) have no envelope: `{"jobs":[<job state>,...]}`. From format 4
-//! a snapshot may be split over several records, each such a body with a subset of the jobs.
+//! Snapshot bodies have no envelope: see `snapshot.rs`.
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +32,51 @@ const CODEC_LZ4: u8 = 1;
 
 fn config() -> impl bincode::config::Config {
     bincode::config::legacy().with_limit::<MAX_ENVELOPE_BYTES>()
+}
+
+/// Why a record body (whose record checksum checked out) does not decode.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BodyError {
+    #[error("body shorter than its length prefix")]
+    NoLengthPrefix,
+    #[error("envelope length {meta_len} over the limit")]
+    EnvelopeTooLong { meta_len: usize },
+    #[error("envelope runs past the end of the body")]
+    EnvelopePastEnd,
+    #[error("envelope does not decode: {0}")]
+    Envelope(#[source] bincode::error::DecodeError),
+    #[error("envelope is {used} bytes, its prefix says {meta_len}")]
+    EnvelopeLength { used: usize, meta_len: usize },
+    #[error("unknown codec {0}")]
+    UnknownCodec(u8),
+    #[error("compressed data shorter than its length")]
+    NoDataLength,
+    #[error("compressed data claims {json_len} bytes, over the limit")]
+    DataTooLong { json_len: usize },
+    #[error("compressed data does not decompress: {0}")]
+    Decompress(#[source] lz4_flex::block::DecompressError),
+    #[error("compressed data expands to {written} bytes, its length says {json_len}")]
+    DataLength { written: usize, json_len: usize },
+}
+
+/// Why a body cannot be encoded. The store's input limits rule each of these out.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EncodeError {
+    #[error("envelope does not encode: {0}")]
+    Envelope(#[source] bincode::error::EncodeError),
+    #[error("envelope too long")]
+    EnvelopeTooLong,
+    #[error("data over 4 GiB")]
+    DataTooLong,
+    #[error(
+        "job state {index} takes {len_bytes} bytes of JSON, more than a snapshot record may \
+         hold ({max_body_bytes} bytes)"
+    )]
+    SnapshotStateTooLarge {
+        index: usize,
+        len_bytes: usize,
+        max_body_bytes: usize,
+    },
 }
 
 /// The decoded body of a checkpoint record.
@@ -75,30 +119,27 @@ pub(crate) struct EventBody {
     pub event_json: Vec<u8>,
 }
 
-fn put_envelope<T: Serialize>(envelope: &T, out: &mut Vec<u8>) -> Result<(), String> {
-    let bytes = bincode::serde::encode_to_vec(envelope, config())
-        .map_err(|e| format!("envelope does not encode: {e}"))?;
-    let meta_len = u32::try_from(bytes.len()).map_err(|_| "envelope too long".to_string())?;
+fn put_envelope<T: Serialize>(envelope: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let bytes = bincode::serde::encode_to_vec(envelope, config()).map_err(EncodeError::Envelope)?;
+    let meta_len = u32::try_from(bytes.len()).map_err(|_| EncodeError::EnvelopeTooLong)?;
     out.extend_from_slice(&meta_len.to_le_bytes());
     out.extend_from_slice(&bytes);
     Ok(())
 }
 
 /// Splits a body into its decoded envelope and the data after it.
-fn take_envelope<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<(T, &[u8]), String> {
-    let meta_len = read_u32(bytes, 0).ok_or("body shorter than its length prefix")? as usize;
+fn take_envelope<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<(T, &[u8]), BodyError> {
+    let meta_len = read_u32(bytes, 0).ok_or(BodyError::NoLengthPrefix)? as usize;
     if meta_len > MAX_ENVELOPE_BYTES {
-        return Err(format!("envelope length {meta_len} over the limit"));
+        return Err(BodyError::EnvelopeTooLong { meta_len });
     }
     let envelope = bytes
         .get(4..4 + meta_len)
-        .ok_or("envelope runs past the end of the body")?;
-    let (value, used): (T, usize) = bincode::serde::decode_from_slice(envelope, config())
-        .map_err(|e| format!("envelope does not decode: {e}"))?;
+        .ok_or(BodyError::EnvelopePastEnd)?;
+    let (value, used): (T, usize) =
+        bincode::serde::decode_from_slice(envelope, config()).map_err(BodyError::Envelope)?;
     if used != meta_len {
-        return Err(format!(
-            "envelope is {used} bytes, its prefix says {meta_len}"
-        ));
+        return Err(BodyError::EnvelopeLength { used, meta_len });
     }
     Ok((value, bytes.get(4 + meta_len..).unwrap_or_default()))
 }
@@ -110,7 +151,7 @@ pub(crate) fn encode_checkpoint_body(
     body: &CheckpointBody,
     compress: bool,
     out: &mut Vec<u8>,
-) -> Result<usize, String> {
+) -> Result<usize, EncodeError> {
     let envelope = CheckpointEnvelopeV2 {
         job: body.job.clone(),
         phase: body.phase.clone(),
@@ -122,8 +163,7 @@ pub(crate) fn encode_checkpoint_body(
     put_envelope(&envelope, out)?;
     let data_start = out.len();
     if compress {
-        let json_len =
-            u32::try_from(body.data_json.len()).map_err(|_| "data over 4 GiB".to_string())?;
+        let json_len = u32::try_from(body.data_json.len()).map_err(|_| EncodeError::DataTooLong)?;
         out.extend_from_slice(&json_len.to_le_bytes());
         out.extend_from_slice(&lz4_flex::block::compress(&body.data_json));
     } else {
@@ -134,13 +174,19 @@ pub(crate) fn encode_checkpoint_body(
 
 /// Decodes a checkpoint body of a segment of format `version`, whose record checksum has
 /// already been verified. Errors describe what was malformed.
-pub(crate) fn decode_checkpoint_body(version: u16, bytes: &[u8]) -> Result<CheckpointBody, String> {
+pub(crate) fn decode_checkpoint_body(
+    version: u16,
+    bytes: &[u8],
+) -> Result<CheckpointBody, BodyError> {
     decode_checkpoint(version, bytes, true)
 }
 
 /// Like [`decode_checkpoint_body`] but leaves `data_json` empty: recovery needs only the
 /// envelope and skips parsing and decompressing the data.
-pub(crate) fn decode_checkpoint_meta(version: u16, bytes: &[u8]) -> Result<CheckpointBody, String> {
+pub(crate) fn decode_checkpoint_envelope(
+    version: u16,
+    bytes: &[u8],
+) -> Result<CheckpointBody, BodyError> {
     decode_checkpoint(version, bytes, false)
 }
 
@@ -148,7 +194,7 @@ fn decode_checkpoint(
     version: u16,
     bytes: &[u8],
     with_data: bool,
-) -> Result<CheckpointBody, String> {
+) -> Result<CheckpointBody, BodyError> {
     let (envelope, data) = if version == 1 {
         let (v1, data): (CheckpointEnvelopeV1, _) = take_envelope(bytes)?;
         let v2 = CheckpointEnvelopeV2 {
@@ -167,10 +213,10 @@ fn decode_checkpoint(
         _ if !with_data => Vec::new(),
         CODEC_NONE => data.to_vec(),
         CODEC_LZ4 => decompress(data)?,
-        codec => return Err(format!("unknown codec {codec}")),
+        codec => return Err(BodyError::UnknownCodec(codec)),
     };
     if !with_data && envelope.codec > CODEC_LZ4 {
-        return Err(format!("unknown codec {}", envelope.codec));
+        return Err(BodyError::UnknownCodec(envelope.codec));
     }
     Ok(CheckpointBody {
         job: envelope.job,
@@ -183,74 +229,29 @@ fn decode_checkpoint(
 }
 
 /// Expands `u32 json_len` + LZ4 block, refusing lengths over the limit before allocating.
-fn decompress(data: &[u8]) -> Result<Vec<u8>, String> {
-    let json_len = read_u32(data, 0).ok_or("compressed data shorter than its length")? as usize;
+fn decompress(data: &[u8]) -> Result<Vec<u8>, BodyError> {
+    let json_len = read_u32(data, 0).ok_or(BodyError::NoDataLength)? as usize;
     if json_len > MAX_DECOMPRESSED_BYTES {
-        return Err(format!(
-            "compressed data claims {json_len} bytes, over the limit"
-        ));
+        return Err(BodyError::DataTooLong { json_len });
     }
     let mut out = vec![0u8; json_len];
     let written = lz4_flex::block::decompress_into(data.get(4..).unwrap_or_default(), &mut out)
-        .map_err(|e| format!("compressed data does not decompress: {e}"))?;
+        .map_err(BodyError::Decompress)?;
     if written != json_len {
-        return Err(format!(
-            "compressed data expands to {written} bytes, its length says {json_len}"
-        ));
+        return Err(BodyError::DataLength { written, json_len });
     }
     Ok(out)
 }
 
-/// What every snapshot body starts and ends with, around the comma-separated job states.
-const SNAPSHOT_PREFIX: &[u8] = br#"{"jobs":["#;
-const SNAPSHOT_SUFFIX: &[u8] = b"]}";
-
-/// Packs job states, each already encoded as JSON, in order into snapshot bodies
-/// `{"jobs":[...]}` of at most `max_body_bytes` bytes each: one body when they all fit, more
-/// when not (format 4 snapshot parts), and one empty body when there are no states. Every body
-/// decodes on its own. Fails, naming the state, when one state alone does not fit.
-pub(crate) fn encode_snapshot_parts(
-    states_json: &[Vec<u8>],
-    max_body_bytes: usize,
-) -> Result<Vec<Vec<u8>>, String> {
-    let overhead = SNAPSHOT_PREFIX.len() + SNAPSHOT_SUFFIX.len();
-    let mut parts = Vec::new();
-    let mut part = SNAPSHOT_PREFIX.to_vec();
-    let mut empty = true;
-    for (index, state) in states_json.iter().enumerate() {
-        if overhead + state.len() > max_body_bytes {
-            return Err(format!(
-                "job state {index} takes {} bytes of JSON, more than a snapshot record may hold \
-                 ({max_body_bytes} bytes)",
-                state.len()
-            ));
-        }
-        let comma = usize::from(!empty);
-        if part.len() + comma + state.len() + SNAPSHOT_SUFFIX.len() > max_body_bytes {
-            part.extend_from_slice(SNAPSHOT_SUFFIX);
-            parts.push(std::mem::replace(&mut part, SNAPSHOT_PREFIX.to_vec()));
-            empty = true;
-        }
-        if !empty {
-            part.push(b',');
-        }
-        part.extend_from_slice(state);
-        empty = false;
-    }
-    part.extend_from_slice(SNAPSHOT_SUFFIX);
-    parts.push(part);
-    Ok(parts)
-}
-
 /// Appends the encoded event body to `out`.
-pub(crate) fn encode_event_body(body: &EventBody, out: &mut Vec<u8>) -> Result<(), String> {
+pub(crate) fn encode_event_body(body: &EventBody, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     put_envelope(body, out)?;
     out.extend_from_slice(&body.event_json);
     Ok(())
 }
 
 /// Decodes a job event body whose record checksum has already been verified.
-pub(crate) fn decode_event_body(bytes: &[u8]) -> Result<EventBody, String> {
+pub(crate) fn decode_event_body(bytes: &[u8]) -> Result<EventBody, BodyError> {
     let (mut body, rest): (EventBody, _) = take_envelope(bytes)?;
     body.event_json = rest.to_vec();
     Ok(body)
@@ -287,8 +288,8 @@ mod tests {
             "trigger, codec"
         );
         assert!(out.ends_with(br#"{"cursor":"Y3Vy"}"#));
-        assert_eq!(decode_checkpoint_body(2, &out), Ok(body.clone()));
-        let meta = decode_checkpoint_meta(2, &out).unwrap();
+        assert_eq!(decode_checkpoint_body(2, &out).unwrap(), body);
+        let meta = decode_checkpoint_envelope(2, &out).unwrap();
         assert_eq!(
             (meta.job, meta.trigger, meta.data_json.len()),
             (body.job, body.trigger, 0)
@@ -305,7 +306,7 @@ mod tests {
             out.len() < body.data_json.len() / 10,
             "LZ4 shrinks repetitive JSON"
         );
-        assert_eq!(decode_checkpoint_body(2, &out), Ok(body));
+        assert_eq!(decode_checkpoint_body(2, &out).unwrap(), body);
     }
 
     #[test]
@@ -339,7 +340,7 @@ mod tests {
         };
         let mut out = Vec::new();
         encode_event_body(&body, &mut out).unwrap();
-        assert_eq!(decode_event_body(&out), Ok(body));
+        assert_eq!(decode_event_body(&out).unwrap(), body);
     }
 
     #[test]
@@ -363,53 +364,13 @@ mod tests {
         encode_checkpoint_body(&sample(), true, &mut out).unwrap();
         let meta_len = u32::from_le_bytes(out[..4].try_into().unwrap()) as usize;
         out[4 + meta_len..8 + meta_len].copy_from_slice(&u32::MAX.to_le_bytes());
+        let error = decode_checkpoint_body(2, &out).unwrap_err();
         assert!(
-            decode_checkpoint_body(2, &out)
-                .unwrap_err()
-                .contains("over the limit")
+            matches!(error, BodyError::DataTooLong { json_len } if json_len == u32::MAX as usize),
+            "{error}"
         );
+        assert!(error.to_string().contains("over the limit"), "{error}");
         out[4 + meta_len..8 + meta_len].copy_from_slice(&1000u32.to_le_bytes());
         assert!(decode_checkpoint_body(2, &out).is_err());
-    }
-
-    #[test]
-    fn snapshot_parts_split_between_states_and_each_decodes() {
-        let states: Vec<Vec<u8>> = (0..50)
-            .map(|i| format!(r#"{{"job":"j{i}","pad":"{}"}}"#, "x".repeat(i)).into_bytes())
-            .collect();
-        let whole = encode_snapshot_parts(&states, usize::MAX).unwrap();
-        assert_eq!(whole.len(), 1);
-        let value: serde_json::Value = serde_json::from_slice(&whole[0]).unwrap();
-        assert_eq!(value["jobs"].as_array().unwrap().len(), 50);
-        for max in [100, 150, 333, 1000] {
-            let parts = encode_snapshot_parts(&states, max).unwrap();
-            assert!(parts.len() > 1, "{max}");
-            let mut jobs = Vec::new();
-            for part in &parts {
-                assert!(
-                    part.len() <= max,
-                    "a part of {} bytes over {max}",
-                    part.len()
-                );
-                let value: serde_json::Value = serde_json::from_slice(part).unwrap();
-                jobs.extend(value["jobs"].as_array().unwrap().iter().cloned());
-            }
-            let expected: Vec<serde_json::Value> = states
-                .iter()
-                .map(|s| serde_json::from_slice(s).unwrap())
-                .collect();
-            assert_eq!(jobs, expected, "every state once, in order ({max})");
-        }
-    }
-
-    #[test]
-    fn snapshot_parts_of_nothing_and_of_a_state_too_large() {
-        assert_eq!(
-            encode_snapshot_parts(&[], 64).unwrap(),
-            vec![br#"{"jobs":[]}"#.to_vec()]
-        );
-        let big = vec![b"\"x\"".repeat(10)];
-        assert!(encode_snapshot_parts(&big, 11 + 29).is_err());
-        assert_eq!(encode_snapshot_parts(&big, 11 + 30).unwrap().len(), 1);
     }
 }

@@ -8,11 +8,12 @@
 mod body;
 mod record;
 mod segment_header;
+mod snapshot;
 
 pub(crate) use body::{
-    CheckpointBody, EventBody, MAX_DECOMPRESSED_BYTES, decode_checkpoint_body,
-    decode_checkpoint_meta, decode_event_body, encode_checkpoint_body, encode_event_body,
-    encode_snapshot_parts,
+    BodyError, CheckpointBody, EncodeError, EventBody, MAX_DECOMPRESSED_BYTES,
+    decode_checkpoint_body, decode_checkpoint_envelope, decode_event_body, encode_checkpoint_body,
+    encode_event_body,
 };
 pub(crate) use record::{
     HeaderProblem, RECORD_ALIGN, RECORD_HEADER_LEN, RecordHeader, RecordKind, check_record,
@@ -23,6 +24,7 @@ pub(crate) use segment_header::{
     SEGMENT_HEADER_LEN, SNAPSHOT_PARTS_VERSION, SegmentHeader, decode_segment_header,
     encode_segment_header,
 };
+pub(crate) use snapshot::{decode_snapshot_body, encode_snapshot_parts};
 
 /// Sequence numbers stay below this, so that `seq + 1` never overflows; larger ones on disk
 /// are damage.

@@ -99,8 +99,33 @@ pub(crate) enum HeaderProblem {
     TooShort,
     /// All 32 bytes are zero: nothing was ever written here.
     Blank,
-    /// The header does not check out; the reason says how.
-    Invalid(String),
+    /// The header does not check out.
+    Invalid(InvalidHeader),
+}
+
+/// How a record header that is not blank fails to check out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum InvalidHeader {
+    #[error("record header checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    Checksum { stored: u32, computed: u32 },
+    #[error("unknown record kind {0}")]
+    UnknownKind(u8),
+    #[error("reserved header bytes are not zero")]
+    ReservedNotZero,
+    #[error("sequence numbers out of order (seq {seq}, durable {durable_seq})")]
+    SeqOutOfOrder { seq: u64, durable_seq: u64 },
+    #[error("body length {body_len} over the format limit")]
+    BodyTooLong { body_len: u32 },
+}
+
+impl std::fmt::Display for HeaderProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeaderProblem::TooShort => f.write_str("record header cut off"),
+            HeaderProblem::Blank => f.write_str("record header is all zero bytes"),
+            HeaderProblem::Invalid(invalid) => invalid.fmt(f),
+        }
+    }
 }
 
 /// Encodes a complete record (header, body, padding) into `out`, which is cleared first.
@@ -153,32 +178,26 @@ pub(crate) fn decode_record_header(salt: u32, bytes: &[u8]) -> Result<RecordHead
     if head.iter().all(|&b| b == 0) {
         return Err(HeaderProblem::Blank);
     }
-    let invalid = |reason: String| HeaderProblem::Invalid(reason);
+    let invalid = HeaderProblem::Invalid;
     let stored = read_u32(head, HEADER_CRC_OFFSET).ok_or(HeaderProblem::TooShort)?;
-    let actual = salted_crc(salt, head.get(SEQ_OFFSET..).unwrap_or_default());
-    if stored != actual {
-        return Err(invalid(format!(
-            "record header checksum mismatch (stored {stored:#010x}, computed {actual:#010x})"
-        )));
+    let computed = salted_crc(salt, head.get(SEQ_OFFSET..).unwrap_or_default());
+    if stored != computed {
+        return Err(invalid(InvalidHeader::Checksum { stored, computed }));
     }
     let seq = read_u64(head, SEQ_OFFSET).ok_or(HeaderProblem::TooShort)?;
     let durable_seq = read_u64(head, DURABLE_SEQ_OFFSET).ok_or(HeaderProblem::TooShort)?;
     let body_len = read_u32(head, BODY_LEN_OFFSET).ok_or(HeaderProblem::TooShort)?;
     let kind_byte = *head.get(KIND_OFFSET).ok_or(HeaderProblem::TooShort)?;
     let kind = RecordKind::from_byte(kind_byte)
-        .ok_or_else(|| invalid(format!("unknown record kind {kind_byte}")))?;
+        .ok_or_else(|| invalid(InvalidHeader::UnknownKind(kind_byte)))?;
     if head.get(FLAGS_OFFSET..RECORD_HEADER_LEN) != Some(&[0, 0, 0][..]) {
-        return Err(invalid("reserved header bytes are not zero".into()));
+        return Err(invalid(InvalidHeader::ReservedNotZero));
     }
     if seq == 0 || seq >= super::MAX_SEQ || durable_seq >= seq {
-        return Err(invalid(format!(
-            "sequence numbers out of order (seq {seq}, durable {durable_seq})"
-        )));
+        return Err(invalid(InvalidHeader::SeqOutOfOrder { seq, durable_seq }));
     }
     if body_len > MAX_RECORD_BODY_BYTES {
-        return Err(invalid(format!(
-            "body length {body_len} over the format limit"
-        )));
+        return Err(invalid(InvalidHeader::BodyTooLong { body_len }));
     }
     Ok(RecordHeader {
         seq,

@@ -81,7 +81,24 @@ pub(crate) enum HeaderError {
     /// A version this build does not know.
     UnsupportedVersion(u16),
     /// The header checksum or a header field does not check out.
-    Damaged(String),
+    Damaged(DamagedHeader),
+}
+
+/// How a segment header with the right magic fails to check out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DamagedHeader {
+    #[error("header checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    Checksum { stored: u32, computed: u32 },
+    #[error("format version 0 is not valid")]
+    VersionZero,
+    #[error("header length {0}, expected 64")]
+    HeaderLength(u16),
+    #[error("unknown flags {flags:#x} for format version {version}")]
+    UnknownFlags { flags: u32, version: u16 },
+    #[error("segment length {segment_len} outside {min_len}..={MAX_SEGMENT_LEN}")]
+    SegmentLength { segment_len: u64, min_len: u64 },
+    #[error("first sequence number {0} out of range")]
+    FirstSeq(u64),
 }
 
 pub(crate) fn encode_segment_header(header: &SegmentHeader) -> [u8; SEGMENT_HEADER_LEN] {
@@ -131,34 +148,50 @@ pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, Heade
     let bytes = bytes
         .get(..SEGMENT_HEADER_LEN)
         .ok_or(HeaderError::TooShort)?;
+    let version = check_frame(bytes)?;
+    let header = read_fields(bytes, version)?;
+    check_fields(&header)?;
+    Ok(header)
+}
+
+/// Checks what every format version keeps in place (the magic, the version and the header
+/// checksum) and returns the version.
+fn check_frame(bytes: &[u8]) -> Result<u16, HeaderError> {
     if bytes.iter().all(|&b| b == 0) {
         return Err(HeaderError::Blank);
     }
     if bytes.get(MAGIC_OFFSET..MAGIC_OFFSET + 8) != Some(&MAGIC[..]) {
         return Err(HeaderError::BadMagic);
     }
-    let field = |r: Option<u64>| r.ok_or(HeaderError::TooShort);
     let version = read_u16(bytes, VERSION_OFFSET).ok_or(HeaderError::TooShort)?;
-    let stored_crc = read_u32(bytes, HEADER_CRC_OFFSET).ok_or(HeaderError::TooShort)?;
-    let actual_crc = crc32fast::hash(bytes.get(..HEADER_CRC_OFFSET).unwrap_or_default());
+    let stored = read_u32(bytes, HEADER_CRC_OFFSET).ok_or(HeaderError::TooShort)?;
+    let computed = crc32fast::hash(bytes.get(..HEADER_CRC_OFFSET).unwrap_or_default());
     // Every format version keeps the magic, the version and the header checksum where they
     // are, so a newer header still checks out here, while a bit flip in the version field
     // does not: damage is never mistaken for a file from the future.
-    if version > FORMAT_VERSION && stored_crc == actual_crc {
+    if version > FORMAT_VERSION && stored == computed {
         return Err(HeaderError::UnsupportedVersion(version));
     }
-    if stored_crc != actual_crc {
-        return Err(HeaderError::Damaged(format!(
-            "header checksum mismatch (stored {stored_crc:#010x}, computed {actual_crc:#010x})"
-        )));
+    if stored != computed {
+        return Err(HeaderError::Damaged(DamagedHeader::Checksum {
+            stored,
+            computed,
+        }));
     }
     if version == 0 {
-        return Err(HeaderError::Damaged("format version 0 is not valid".into()));
+        return Err(HeaderError::Damaged(DamagedHeader::VersionZero));
     }
+    Ok(version)
+}
+
+/// Reads the fields of a header whose frame checked out; only the header length and the flags
+/// are checked here, as they decide how the rest reads.
+fn read_fields(bytes: &[u8], version: u16) -> Result<SegmentHeader, HeaderError> {
+    let field = |r: Option<u64>| r.ok_or(HeaderError::TooShort);
     let header_len = read_u16(bytes, HEADER_LEN_OFFSET).ok_or(HeaderError::TooShort)?;
     if usize::from(header_len) != SEGMENT_HEADER_LEN {
-        return Err(HeaderError::Damaged(format!(
-            "header length {header_len}, expected 64"
+        return Err(HeaderError::Damaged(DamagedHeader::HeaderLength(
+            header_len,
         )));
     }
     let header = SegmentHeader {
@@ -177,32 +210,36 @@ pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, Heade
         0
     };
     if flags & !known_flags != 0 {
-        return Err(HeaderError::Damaged(format!(
-            "unknown flags {flags:#x} for format version {version}"
-        )));
+        return Err(HeaderError::Damaged(DamagedHeader::UnknownFlags {
+            flags,
+            version,
+        }));
     }
-    let header = SegmentHeader {
+    Ok(SegmentHeader {
         compacted: flags & FLAG_COMPACTED != 0,
         ..header
-    };
+    })
+}
+
+/// Checks the values of a decoded header: its length and first sequence number in range.
+fn check_fields(header: &SegmentHeader) -> Result<(), HeaderError> {
     let min_len = if header.compacted {
         MIN_COMPACTED_LEN
     } else {
         MIN_SEGMENT_LEN
     };
     if !(min_len..=MAX_SEGMENT_LEN).contains(&header.segment_len) {
-        return Err(HeaderError::Damaged(format!(
-            "segment length {} outside {min_len}..={MAX_SEGMENT_LEN}",
-            header.segment_len
-        )));
+        return Err(HeaderError::Damaged(DamagedHeader::SegmentLength {
+            segment_len: header.segment_len,
+            min_len,
+        }));
     }
     if header.first_seq == 0 || header.first_seq >= super::MAX_SEQ {
-        return Err(HeaderError::Damaged(format!(
-            "first sequence number {} out of range",
-            header.first_seq
+        return Err(HeaderError::Damaged(DamagedHeader::FirstSeq(
+            header.first_seq,
         )));
     }
-    Ok(header)
+    Ok(())
 }
 
 #[cfg(test)]

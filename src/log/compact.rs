@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    FORMAT_VERSION, MAX_RECORD_BODY_BYTES, MAX_SEGMENT_LEN, MIN_COMPACTED_LEN, RecordHeader,
-    RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, decode_checkpoint_body, encode_checkpoint_body,
-    encode_record, padded_record_len,
+    EncodeError, FORMAT_VERSION, MAX_RECORD_BODY_BYTES, MAX_SEGMENT_LEN, MIN_COMPACTED_LEN,
+    RecordHeader, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, decode_checkpoint_body,
+    encode_checkpoint_body, encode_record, padded_record_len,
 };
-use crate::storage::Storage;
+use crate::storage::{SegmentFile, Storage};
 
-use super::segment::{Segment, compacting_file_name, segment_file_name};
+use super::segment::{CreateFailure, Segment, compacting_file_name, segment_file_name};
 use super::{Log, RecordVisitor, lock};
 
 /// A record compaction keeps: where it is now.
@@ -111,41 +111,7 @@ impl Log {
             return Err(Error::invalid("compaction", "nothing to compact"));
         };
         let records = self.kept_records(kept, snapshot_seq)?;
-        let too_large = |len: usize| len > MAX_RECORD_BODY_BYTES as usize;
-        if snapshot_parts.is_empty() || snapshot_parts.iter().any(|part| too_large(part.len())) {
-            return Err(Error::invalid(
-                "compaction",
-                "the snapshot of the job states is not in parts that each fit a record; \
-                 nothing was changed",
-            ));
-        }
-        let records_len: u64 = records
-            .iter()
-            .map(|(_, body)| padded_record_len(body.len()) as u64)
-            .sum();
-        let snapshot_len: u64 = snapshot_parts
-            .iter()
-            .map(|part| padded_record_len(part.len()) as u64)
-            .sum();
-        let needed = SEGMENT_HEADER_LEN as u64 + records_len + snapshot_len;
-        if needed > MAX_SEGMENT_LEN {
-            return Err(Error::invalid(
-                "compaction",
-                format!(
-                    "the records to keep take {needed} bytes, more than a compacted segment may \
-                     hold ({MAX_SEGMENT_LEN}); keep fewer checkpoints per job"
-                ),
-            ));
-        }
-        let header = SegmentHeader {
-            version: FORMAT_VERSION,
-            segment_id: last.id,
-            first_seq: first.header.first_seq,
-            segment_len: needed.next_multiple_of(4096).max(MIN_COMPACTED_LEN),
-            created_at_micros: chrono::Utc::now().timestamp_micros(),
-            salt: super::writer::new_salt(),
-            compacted: true,
-        };
+        let header = compacted_header(first, last, &records, snapshot_parts)?;
         let mut offsets = Vec::with_capacity(records.len());
         self.compaction_bytes
             .store(header.segment_len, Ordering::Release);
@@ -154,43 +120,26 @@ impl Log {
             path: self.dir.join(compacting_file_name(last.id)),
         };
         let segment = Segment::create_compacted(self.storage.as_ref(), &self.dir, header, |file| {
-            let mut buf = Vec::new();
-            let mut pos = SEGMENT_HEADER_LEN as u64;
-            let mut write = |seq: u64, kind: RecordKind, body: &[u8]| -> std::io::Result<u64> {
-                let record = RecordHeader {
-                    seq,
-                    durable_seq: seq - 1,
-                    body_len: u32::try_from(body.len()).map_err(std::io::Error::other)?,
-                    kind,
-                };
-                encode_record(header.salt, &record, body, &mut buf);
-                file.write(pos, &buf)?;
-                let at = pos;
-                pos += buf.len() as u64;
-                Ok(at)
-            };
-            for (old, body) in &records {
-                offsets.push(write(old.seq, RecordKind::Checkpoint, body)?);
-            }
+            let records = records.iter().map(|(old, body)| (old.seq, body.as_ref()));
+            let mut out = CompactedWriter::new(file, header.salt);
+            offsets.extend(out.write_all(RecordKind::Checkpoint, records)?);
             // The parts share the snapshot's number; the last one ends the segment.
-            let count = snapshot_parts.len();
-            for (i, part) in snapshot_parts.iter().enumerate() {
-                let kind = if i + 1 == count {
-                    RecordKind::Snapshot
-                } else {
-                    RecordKind::SnapshotPart
-                };
-                write(snapshot_seq, kind, part)?;
-            }
-            Ok(pos)
+            let (last_part, parts) = snapshot_parts
+                .split_last()
+                .ok_or_else(|| std::io::Error::other("a snapshot has at least one part"))?;
+            let parts = parts.iter().map(|part| (snapshot_seq, part.as_slice()));
+            out.write_all(RecordKind::SnapshotPart, parts)?;
+            out.write(snapshot_seq, RecordKind::Snapshot, last_part)?;
+            Ok(out.pos)
         });
-        let segment = segment.inspect_err(|error| {
+        let segment = segment.map_err(|failure| {
             self.compaction_bytes.store(0, Ordering::Release);
             // A failed directory sync after the rename leaves the directory in an unknown
             // state: refuse writes, as after any failed sync.
-            if matches!(error, Error::Io { op, .. } if *op == "sync directory") {
+            if let CreateFailure::AfterRename(error) = &failure {
                 self.poison(error.to_string());
             }
+            failure.into_error()
         })?;
         Ok((Arc::new(segment), offsets))
     }
@@ -224,10 +173,11 @@ impl Log {
             }
             previous = header.seq;
             let body = if item.segment.header.version < 2 {
-                let decoded =
-                    decode_checkpoint_body(item.segment.header.version, body).map_err(&corrupt)?;
+                let decoded = decode_checkpoint_body(item.segment.header.version, body)
+                    .map_err(|e| corrupt(e.to_string()))?;
                 let mut encoded = Vec::new();
-                encode_checkpoint_body(&decoded, false, &mut encoded).map_err(&corrupt)?;
+                encode_checkpoint_body(&decoded, false, &mut encoded)
+                    .map_err(|e| corrupt(e.to_string()))?;
                 if encoded.len() > MAX_RECORD_BODY_BYTES as usize {
                     return Err(corrupt(format!(
                         "record {} grows past the record limit when re-encoded; cannot compact",
@@ -332,6 +282,99 @@ impl Log {
     }
 }
 
+/// The header of the compacted segment replacing `first..=last`, once the records to keep
+/// and the snapshot are known to fit: each snapshot part in a record, everything in a
+/// compacted segment.
+fn compacted_header(
+    first: &Segment,
+    last: &Segment,
+    records: &[(RecordHeader, Cow<'_, [u8]>)],
+    snapshot_parts: &[Vec<u8>],
+) -> Result<SegmentHeader> {
+    let too_large = |len: usize| len > MAX_RECORD_BODY_BYTES as usize;
+    if snapshot_parts.is_empty() || snapshot_parts.iter().any(|part| too_large(part.len())) {
+        return Err(Error::invalid(
+            "compaction",
+            "the snapshot of the job states is not in parts that each fit a record; \
+             nothing was changed",
+        ));
+    }
+    let records_len: u64 = records
+        .iter()
+        .map(|(_, body)| padded_record_len(body.len()) as u64)
+        .sum();
+    let snapshot_len: u64 = snapshot_parts
+        .iter()
+        .map(|part| padded_record_len(part.len()) as u64)
+        .sum();
+    let needed = SEGMENT_HEADER_LEN as u64 + records_len + snapshot_len;
+    if needed > MAX_SEGMENT_LEN {
+        return Err(Error::invalid(
+            "compaction",
+            format!(
+                "the records to keep take {needed} bytes, more than a compacted segment may \
+                 hold ({MAX_SEGMENT_LEN}); keep fewer checkpoints per job"
+            ),
+        ));
+    }
+    Ok(SegmentHeader {
+        version: FORMAT_VERSION,
+        segment_id: last.id,
+        first_seq: first.header.first_seq,
+        segment_len: needed.next_multiple_of(4096).max(MIN_COMPACTED_LEN),
+        created_at_micros: chrono::Utc::now().timestamp_micros(),
+        salt: super::writer::new_salt(),
+        compacted: true,
+    })
+}
+
+/// Writes the records of a compacted segment one after the other, after its header. Each
+/// record proves the one before it durable: the whole file is synced before its rename.
+struct CompactedWriter<'a> {
+    file: &'a dyn SegmentFile,
+    salt: u32,
+    /// Where the next record goes.
+    pos: u64,
+    buf: Vec<u8>,
+}
+
+impl<'a> CompactedWriter<'a> {
+    fn new(file: &'a dyn SegmentFile, salt: u32) -> Self {
+        CompactedWriter {
+            file,
+            salt,
+            pos: SEGMENT_HEADER_LEN as u64,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Writes one record and returns its offset.
+    fn write(&mut self, seq: u64, kind: RecordKind, body: &[u8]) -> std::io::Result<u64> {
+        let record = RecordHeader {
+            seq,
+            durable_seq: seq - 1,
+            body_len: u32::try_from(body.len()).map_err(std::io::Error::other)?,
+            kind,
+        };
+        encode_record(self.salt, &record, body, &mut self.buf);
+        self.file.write(self.pos, &self.buf)?;
+        let at = self.pos;
+        self.pos += self.buf.len() as u64;
+        Ok(at)
+    }
+
+    /// Writes records of one kind, each `(seq, body)`, and returns their offsets.
+    fn write_all<'b>(
+        &mut self,
+        kind: RecordKind,
+        records: impl Iterator<Item = (u64, &'b [u8])>,
+    ) -> std::io::Result<Vec<u64>> {
+        records
+            .map(|(seq, body)| self.write(seq, kind, body))
+            .collect()
+    }
+}
+
 /// Sets the bytes a compaction counts against the size limit back to zero when dropped.
 pub(crate) struct CompactionReservation<'a>(&'a AtomicU64);
 
@@ -379,7 +422,9 @@ impl Log {
     /// `write_compacted` takes, each within the format's record body limit (docs/FORMAT.md,
     /// "Snapshot body"): the parts, then the final one. Fails with the reason when one state
     /// alone is too large for a record.
-    pub fn snapshot_bodies(states_json: &[Vec<u8>]) -> std::result::Result<Vec<Vec<u8>>, String> {
+    pub fn snapshot_bodies(
+        states_json: &[Vec<u8>],
+    ) -> std::result::Result<Vec<Vec<u8>>, EncodeError> {
         crate::format::encode_snapshot_parts(states_json, MAX_RECORD_BODY_BYTES as usize)
     }
 }

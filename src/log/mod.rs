@@ -1,9 +1,10 @@
 //! The segment log: recovery at open, appends with group commit, reads.
 //!
-//! Segments are preallocated files mapped into memory. The writer copies each record into the
-//! newest segment; durability comes from syncing the written range. A full segment is sealed
-//! with a seal record after its successor exists and its records are synced, so every segment
-//! but the newest is durable and complete, and its seal says so.
+//! Segments are preallocated files mapped into memory for reading. The writer writes each record
+//! (`pwrite`, never through the map) at the end of the newest segment; durability comes from
+//! syncing the written range. A full segment is sealed with a seal record after its successor
+//! exists and its records are synced, so every segment but the newest is durable and complete,
+//! and its seal says so.
 //!
 //! Every sync of the log goes through [`Log::sync_segment`]: syncs never overlap, the first
 //! failure poisons the log, and once poisoned the log never counts anything as durable again
@@ -14,6 +15,7 @@
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 mod compact;
+mod record;
 mod recovery;
 mod report;
 mod scan;
@@ -25,20 +27,31 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
+/// What records hold, as the store builds and reads them; their encoding is `format`'s.
+pub(crate) use crate::format::{BodyError, CheckpointBody, EventBody, MAX_DECOMPRESSED_BYTES};
+/// The disk a log lives on: the store chooses it (the real file system, or a simulated or
+/// faulty one in tests) and hands it to the log, which alone uses it.
+pub(crate) use crate::storage::{FsStorage, Storage};
 pub(crate) use compact::Kept;
+pub(crate) use record::{
+    CheckpointRecord, Contents, EventRecord, NewRecord, RecordRef, SnapshotRecord,
+};
 pub use report::{Finding, FindingKind, RecoveryReport};
 pub(crate) use scan::Visit;
 pub(crate) use writer::Appended;
 
 use crate::error::{Error, Result};
-use crate::format::{FORMAT_VERSION, RecordHeader, RecordKind};
+use crate::format::FORMAT_VERSION;
 use crate::options::RecoveryMode;
-use crate::storage::Storage;
+use crate::storage::DirLock;
 
 pub(crate) use segment::Segment;
 use writer::Writer;
 
-/// The file that marks a directory as a cairn store: `cairn store\nformat_version 2\n`.
+/// The file that marks a directory as a cairn store: `cairn store\nformat_version <n>\n`,
+/// where `<n>` is the newest segment format a writer of the store has used. This build writes
+/// [`FORMAT_VERSION`], for a new store and over an older store's marker once it has opened that
+/// store for writing; a store whose marker names a newer format is refused.
 pub(crate) const MARKER_FILE: &str = "CAIRN";
 /// The temporary name older builds wrote the marker under before renaming it into place.
 pub(crate) const MARKER_TMP_FILE: &str = "CAIRN.tmp";
@@ -50,19 +63,8 @@ pub(crate) fn is_marker_tmp(name: &str) -> bool {
 }
 const MARKER_PREFIX: &str = "cairn store\nformat_version ";
 
-/// Called with a record's segment id, offset, header and body.
+/// Called with every valid record of the segments read, in log order.
 pub(crate) type RecordVisitor<'a> = dyn FnMut(&RecordRef<'_>) -> Result<()> + 'a;
-
-/// A valid record as readers see it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RecordRef<'a> {
-    pub segment_id: u64,
-    pub offset: u64,
-    /// The format version of the record's segment, which decides how its body decodes.
-    pub version: u16,
-    pub header: RecordHeader,
-    pub body: &'a [u8],
-}
 
 /// Group-commit state, shared by savers waiting for durability.
 #[derive(Debug)]
@@ -107,6 +109,8 @@ pub(crate) struct Log {
     /// compacted file while it is written, then the replaced files until they are removed.
     /// They count against the size limit.
     compaction_bytes: std::sync::atomic::AtomicU64,
+    /// A writer's lock on the store directory (`LOCK`), released when the log is dropped.
+    _dir_lock: Option<DirLock>,
 }
 
 /// Counts every record up to `seq` as durable, unless the log is poisoned: a failure of
@@ -178,10 +182,8 @@ impl Log {
         }
     }
 
-    /// Writes the marker of a store of this build's format version. A writer calls it for a
-    /// new store, and once recovery has accepted an older store: this build writes segments
-    /// that older readers cannot read, and the marker says so.
-    pub fn write_marker(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    /// Writes the marker of a store of this build's format version, for a new store.
+    fn write_marker(storage: &dyn Storage, dir: &Path) -> Result<()> {
         let marker = dir.join(MARKER_FILE);
         storage
             .write_small_file(
@@ -191,16 +193,35 @@ impl Log {
             .map_err(|e| Error::io("write marker file", &marker, e))
     }
 
-    /// Opens the log: recovery, then (for a writer) positioning after the last valid record.
-    pub fn open(
+    /// Rewrites the marker of a store whose marker says `store_version` (what
+    /// [`Log::prepare_dir`] returned) if that is older than this build's format. A writer calls
+    /// it once recovery has accepted the store: this build writes segments that older readers
+    /// cannot read, and the marker says so.
+    pub fn upgrade_marker(storage: &dyn Storage, dir: &Path, store_version: u16) -> Result<()> {
+        if store_version < FORMAT_VERSION {
+            Log::write_marker(storage, dir)?;
+        }
+        Ok(())
+    }
+
+    /// Opens the log: for a writer (`writer_segment_size` given) takes the store's writer lock,
+    /// then recovery, handing every valid record to `visit`, then (for a writer) positioning
+    /// after the last valid record. An error from `visit` marks its record as damaged.
+    pub fn open<E: std::fmt::Display>(
         storage: Arc<dyn Storage>,
         dir: &Path,
         mode: RecoveryMode,
         writer_segment_size: Option<u64>,
         size_limit: Option<u64>,
-        visit: &mut Visit<'_>,
+        visit: &mut Visit<'_, E>,
     ) -> Result<(Log, RecoveryReport)> {
         let writable = writer_segment_size.is_some();
+        // One writing process per store, for as long as the log lives.
+        let dir_lock = if writable {
+            storage.lock_dir(dir)?
+        } else {
+            None
+        };
         let recovered = recovery::recover(storage.as_ref(), dir, mode, writable, visit)?;
         let mut segments: BTreeMap<u64, Arc<Segment>> = recovered
             .segments
@@ -238,19 +259,27 @@ impl Log {
             sync_gate: Mutex::new(()),
             size_limit,
             compaction_bytes: std::sync::atomic::AtomicU64::new(0),
+            _dir_lock: dir_lock,
         };
-        if let Some(writer) = log.writer.as_ref() {
-            let mut writer = lock(writer);
-            // Records of this build's format never go into an older segment: seal it
-            // (recovery synced everything in it) and continue in a new one.
-            if writer.segment().header.version < FORMAT_VERSION {
-                log.roll_over(&mut writer)?;
-            }
-            // Recovery made every record it kept durable: prove it on disk, so that damage to
-            // them is never taken for a torn write, even if this process dies at once.
-            log.write_mark(&mut writer, last_seq)?;
-        }
+        log.start_writing(last_seq)?;
         Ok((log, recovered.report))
+    }
+
+    /// After recovery, for a writer: records of this build's format never go into an older
+    /// segment, and what recovery kept is proven durable on disk.
+    fn start_writing(&self, last_seq: u64) -> Result<()> {
+        let Some(writer) = self.writer.as_ref() else {
+            return Ok(());
+        };
+        let mut writer = lock(writer);
+        // Seal an older-format tail (recovery synced everything in it) and continue in a new
+        // segment.
+        if writer.segment().header.version < FORMAT_VERSION {
+            self.roll_over(&mut writer)?;
+        }
+        // Recovery made every record it kept durable: prove it on disk, so that damage to
+        // them is never taken for a torn write, even if this process dies at once.
+        self.write_mark(&mut writer, last_seq)
     }
 
     /// Appends one record. `on_written` runs under the writer lock once the record is in the
@@ -260,11 +289,11 @@ impl Log {
     /// a job deletion, which is how space is freed.
     pub fn append(
         &self,
-        kind: RecordKind,
-        body: &[u8],
+        record: &NewRecord,
         past_limit: bool,
         on_written: impl FnOnce(&Appended),
     ) -> Result<Appended> {
+        let body = record.body.as_slice();
         let writer = self.writer.as_ref().ok_or(Error::ReadOnly)?;
         let mut writer = lock(writer);
         lock(&self.sync).check_poisoned()?;
@@ -285,7 +314,7 @@ impl Log {
             self.roll_over(&mut writer)?;
         }
         let durable_seq = self.durable_seq();
-        let appended = self.poison_on_err(writer.append(kind, body, durable_seq))?;
+        let appended = self.poison_on_err(writer.append(record.kind, body, durable_seq))?;
         on_written(&appended);
         Ok(appended)
     }

@@ -2,6 +2,7 @@
 //! what the recovery mode makes of each problem, and (for a writer) repair the tail so that
 //! new records never land after garbage.
 
+use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -112,7 +113,7 @@ fn open_segment(
 ) -> Result<Result<Segment, String>> {
     let file = storage
         .open_segment(path, writable)
-        .map_err(|e| Error::io("open segment", path, e))?;
+        .map_err(|e| Error::open_segment(path, e))?;
     let head = file
         .read(0, SEGMENT_HEADER_LEN.min(file.len() as usize))
         .unwrap_or_default();
@@ -133,7 +134,7 @@ fn open_segment(
         }),
         Err(HeaderError::TooShort) => Ok(Err(format!("file is only {} bytes long", file.len()))),
         Err(HeaderError::Blank) => Ok(Err("header is all zero bytes".into())),
-        Err(HeaderError::Damaged(reason)) => Ok(Err(reason)),
+        Err(HeaderError::Damaged(reason)) => Ok(Err(reason.to_string())),
     }
 }
 
@@ -145,13 +146,15 @@ fn holds_no_records(segment: &Segment) -> bool {
         .is_ok_and(|b| b.iter().all(|&x| x == 0))
 }
 
-/// The recovery pass over a whole store directory.
-pub(crate) fn recover(
+/// The recovery pass over a whole store directory: check every segment header, drop the
+/// segments a committed compaction superseded, scan the rest in order (the records go to
+/// `visit`), decide where the writer continues, and, for a writer, apply the repairs.
+pub(crate) fn recover<E: Display>(
     storage: &dyn Storage,
     dir: &Path,
     mode: RecoveryMode,
     writable: bool,
-    visit: &mut Visit<'_>,
+    visit: &mut Visit<'_, E>,
 ) -> Result<Recovered> {
     let started = Instant::now();
     let mut report = RecoveryReport::new(mode);
@@ -164,107 +167,18 @@ pub(crate) fn recover(
         ));
         repairs.remove.push(leftover.clone());
     }
-    let mut pass = Pass {
-        mode,
-        report,
-        kept: Vec::new(),
-        next_seq: 1,
-        proven_seq: 0,
-        stopped: false,
-    };
+    let mut pass = Pass::new(mode, report);
     // Every header is checked before any record is read, so a foreign or newer file is refused
     // before anything is half-read.
-    let mut opened = Vec::with_capacity(listing.segments.len());
-    for (id, path) in &listing.segments {
-        let segment = open_segment(storage, path, *id, writable)?;
-        let blank = segment.is_err() && blank_file(storage, path);
-        opened.push((path.clone(), segment, blank));
-    }
-    // A compacted segment replaces every segment with a lower id: those are what a compaction
-    // that committed (renamed its output into place) had not deleted yet when it stopped.
-    let newest_compacted = opened.iter().rposition(|(_, segment, _)| {
-        segment
-            .as_ref()
-            .is_ok_and(|segment| segment.header.compacted)
-    });
-    if let Some(newest) = newest_compacted {
-        for (path, _, _) in opened.drain(..newest) {
-            pass.report.notes.push(format!(
-                "{} was replaced by a compaction that committed; a writer removes it",
-                path.display()
-            ));
-            repairs.superseded.push(path);
-        }
-    }
+    let opened = open_all(storage, &listing, writable)?;
+    let opened = pass.drop_superseded(opened, &mut repairs);
     let count = opened.len();
-    let mut tail_outcome: Option<ScanOutcome> = None;
-    let mut prev_id: Option<u64> = None;
-    let mut iter = opened.into_iter().enumerate().peekable();
-    while let Some((i, (path, segment, blank))) = iter.next() {
-        if pass.stopped {
-            pass.set_aside(&path, &mut repairs);
-            continue;
-        }
-        let is_last = i + 1 == count;
-        let segment = match segment {
-            Ok(segment) => segment,
-            Err(reason) if is_last && blank && pass.mode != RecoveryMode::AbsoluteConsistency => {
-                pass.report.notes.push(format!(
-                    "{}: an empty segment file with no header ({reason}); a writer removes it",
-                    path.display()
-                ));
-                repairs.remove.push(path);
-                continue;
-            }
-            Err(reason) => {
-                pass.damage(&path, 0, 0, FindingKind::DamagedSegmentHeader, reason)?;
-                if pass.stopped {
-                    pass.set_aside(&path, &mut repairs);
-                }
-                continue;
-            }
-        };
-        pass.check_continuity(&segment, prev_id)?;
-        if pass.stopped {
-            pass.set_aside(&path, &mut repairs);
-            continue;
-        }
-        prev_id = Some(segment.id);
-        // An empty newest segment after an unsealed one is the leftover of a rollover that
-        // was interrupted before the old segment was sealed: the old one is the real tail.
-        let next_is_empty_last = i + 2 == count
-            && iter
-                .peek()
-                .is_some_and(|(_, (_, next, next_blank))| match next {
-                    Ok(next) => holds_no_records(next),
-                    Err(_) => *next_blank,
-                });
-        let outcome = pass.scan(segment, is_last || next_is_empty_last, visit)?;
-        if next_is_empty_last
-            && !outcome.sealed
-            && !pass.stopped
-            && let Some((_, (next_path, _, _))) = iter.next()
-        {
-            pass.report.notes.push(format!(
-                "{}: an empty segment left by an interrupted rollover; a writer removes it",
-                next_path.display()
-            ));
-            repairs.remove.push(next_path);
-        }
-        tail_outcome = Some(outcome);
-    }
+    let tail_outcome = pass.scan_all(opened, &mut repairs, visit)?;
     let tail = finish_tail(&mut pass, tail_outcome, &mut repairs);
-    // New segments follow the highest id still in use; removed and set-aside ones are gone.
-    let max_segment_id = listing
-        .segments
-        .iter()
-        .filter(|(_, path)| !repairs.remove.contains(path) && !repairs.set_aside.contains(path))
-        .map(|(id, _)| *id)
-        .max()
-        .unwrap_or(0);
+    let max_segment_id = max_segment_id(&listing, &repairs);
     let Pass {
         mut report,
-        kept,
+        mut kept,
         next_seq,
         proven_seq,
         ..
@@ -274,23 +188,16 @@ pub(crate) fn recover(
     report.segments_superseded = repairs.superseded.len();
     let mut tail = tail;
     if writable {
-        apply_repairs(storage, dir, &repairs, &mut report)?;
-        // Records no record proves durable may be only in the page cache: left there by a
-        // process that crashed (dirty pages, which a sync writes), or by one whose sync failed
-        // earlier in this boot (pages the kernel marked clean without writing them, which no
-        // sync will ever write). Writing them again makes them dirty, so that the sync below
-        // really makes everything recovered durable before anything new is acknowledged.
-        for segment in &kept {
-            rewrite_unproven(segment, proven_seq, &mut report)?;
-            segment
-                .sync_to(segment.published_end())
-                .map_err(|e| sync_error("sync recovered segment", &segment.path, e))?;
-        }
-        if let Some(tail) = tail.as_mut() {
-            repair_tail(storage, tail, &repairs, &mut report)?;
-        }
+        repair(
+            storage,
+            dir,
+            &repairs,
+            &kept,
+            proven_seq,
+            &mut tail,
+            &mut report,
+        )?;
     }
-    let mut kept = kept;
     if let (Some(tail), Some(last)) = (tail.as_ref(), kept.last_mut()) {
         *last = tail.segment.clone();
     }
@@ -303,6 +210,71 @@ pub(crate) fn recover(
         max_segment_id,
         report,
     })
+}
+
+/// The highest segment id still in use, which new segments follow; removed and set-aside ones
+/// are gone.
+fn max_segment_id(listing: &Listing, repairs: &Repairs) -> u64 {
+    listing
+        .segments
+        .iter()
+        .filter(|(_, path)| !repairs.remove.contains(path) && !repairs.set_aside.contains(path))
+        .map(|(id, _)| *id)
+        .max()
+        .unwrap_or(0)
+}
+
+/// A segment file of the listing, its header checked.
+struct Opened {
+    path: PathBuf,
+    /// The segment, or why its header is unusable.
+    segment: Result<Segment, String>,
+    /// The file holds only zero bytes (or none): its creation never completed.
+    blank: bool,
+}
+
+/// Opens every segment of the listing and checks its header.
+fn open_all(storage: &dyn Storage, listing: &Listing, writable: bool) -> Result<Vec<Opened>> {
+    let mut opened = Vec::with_capacity(listing.segments.len());
+    for (id, path) in &listing.segments {
+        let segment = open_segment(storage, path, *id, writable)?;
+        let blank = segment.is_err() && blank_file(storage, path);
+        opened.push(Opened {
+            path: path.clone(),
+            segment,
+            blank,
+        });
+    }
+    Ok(opened)
+}
+
+/// The writer's repairs, once the scan succeeded: leftovers removed and segments set aside,
+/// every kept record made durable, the tail fit to take new records.
+fn repair(
+    storage: &dyn Storage,
+    dir: &Path,
+    repairs: &Repairs,
+    kept: &[Arc<Segment>],
+    proven_seq: u64,
+    tail: &mut Option<Tail>,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    apply_repairs(storage, dir, repairs, report)?;
+    // Records no record proves durable may be only in the page cache: left there by a
+    // process that crashed (dirty pages, which a sync writes), or by one whose sync failed
+    // earlier in this boot (pages the kernel marked clean without writing them, which no
+    // sync will ever write). Writing them again makes them dirty, so that the sync below
+    // really makes everything recovered durable before anything new is acknowledged.
+    for segment in kept {
+        rewrite_unproven(segment, proven_seq, report)?;
+        segment
+            .sync_to(segment.published_end())
+            .map_err(|e| sync_error("sync recovered segment", &segment.path, e))?;
+    }
+    if let Some(tail) = tail.as_mut() {
+        repair_tail(storage, tail, repairs, report)?;
+    }
+    Ok(())
 }
 
 /// Writes the records of `segment` that no record proves durable (those numbered above
@@ -390,6 +362,17 @@ struct Pass {
 }
 
 impl Pass {
+    fn new(mode: RecoveryMode, report: RecoveryReport) -> Pass {
+        Pass {
+            mode,
+            report,
+            kept: Vec::new(),
+            next_seq: 1,
+            proven_seq: 0,
+            stopped: false,
+        }
+    }
+
     /// Records a finding and applies the mode: an error, a stop, or carry on.
     fn damage(
         &mut self,
@@ -481,18 +464,122 @@ impl Pass {
         Ok(())
     }
 
-    fn scan(
+    /// Drops the segments a compacted segment replaces (every one with a lower id): what a
+    /// compaction that committed (renamed its output into place) had not deleted yet when it
+    /// stopped.
+    fn drop_superseded(&mut self, mut opened: Vec<Opened>, repairs: &mut Repairs) -> Vec<Opened> {
+        let newest_compacted = opened.iter().rposition(|opened| {
+            opened
+                .segment
+                .as_ref()
+                .is_ok_and(|segment| segment.header.compacted)
+        });
+        if let Some(newest) = newest_compacted {
+            for superseded in opened.drain(..newest) {
+                self.report.notes.push(format!(
+                    "{} was replaced by a compaction that committed; a writer removes it",
+                    superseded.path.display()
+                ));
+                repairs.superseded.push(superseded.path);
+            }
+        }
+        opened
+    }
+
+    /// Scans the segments in order; returns the outcome of the last one scanned.
+    fn scan_all<E: Display>(
+        &mut self,
+        opened: Vec<Opened>,
+        repairs: &mut Repairs,
+        visit: &mut Visit<'_, E>,
+    ) -> Result<Option<ScanOutcome>> {
+        let count = opened.len();
+        let mut tail_outcome: Option<ScanOutcome> = None;
+        let mut prev_id: Option<u64> = None;
+        let mut iter = opened.into_iter().enumerate().peekable();
+        while let Some((i, opened)) = iter.next() {
+            let Opened {
+                path,
+                segment,
+                blank,
+            } = opened;
+            if self.stopped {
+                self.set_aside(&path, repairs);
+                continue;
+            }
+            let is_last = i + 1 == count;
+            let segment = match segment {
+                Ok(segment) => segment,
+                Err(reason) => {
+                    self.unusable_header(path, reason, is_last && blank, repairs)?;
+                    continue;
+                }
+            };
+            self.check_continuity(&segment, prev_id)?;
+            if self.stopped {
+                self.set_aside(&path, repairs);
+                continue;
+            }
+            prev_id = Some(segment.id);
+            // An empty newest segment after an unsealed one is the leftover of a rollover that
+            // was interrupted before the old segment was sealed: the old one is the real tail.
+            let next_is_empty_last = i + 2 == count
+                && iter.peek().is_some_and(|(_, next)| match &next.segment {
+                    Ok(next) => holds_no_records(next),
+                    Err(_) => next.blank,
+                });
+            let outcome = self.scan(segment, is_last || next_is_empty_last, visit)?;
+            if next_is_empty_last
+                && !outcome.sealed
+                && !self.stopped
+                && let Some((_, next)) = iter.next()
+            {
+                self.report.notes.push(format!(
+                    "{}: an empty segment left by an interrupted rollover; a writer removes it",
+                    next.path.display()
+                ));
+                repairs.remove.push(next.path);
+            }
+            tail_outcome = Some(outcome);
+        }
+        Ok(tail_outcome)
+    }
+
+    /// A segment whose header is unusable: a blank newest file is the leftover of a creation
+    /// that never completed (a writer removes it); anything else is a damaged header.
+    fn unusable_header(
+        &mut self,
+        path: PathBuf,
+        reason: String,
+        blank_last: bool,
+        repairs: &mut Repairs,
+    ) -> Result<()> {
+        if blank_last && self.mode != RecoveryMode::AbsoluteConsistency {
+            self.report.notes.push(format!(
+                "{}: an empty segment file with no header ({reason}); a writer removes it",
+                path.display()
+            ));
+            repairs.remove.push(path);
+            return Ok(());
+        }
+        self.damage(&path, 0, 0, FindingKind::DamagedSegmentHeader, reason)?;
+        if self.stopped {
+            self.set_aside(&path, repairs);
+        }
+        Ok(())
+    }
+
+    fn scan<E: Display>(
         &mut self,
         segment: Segment,
         is_last: bool,
-        visit: &mut Visit<'_>,
+        visit: &mut Visit<'_, E>,
     ) -> Result<ScanOutcome> {
         let rules = ScanRules {
             skip: self.mode == RecoveryMode::SkipCorrupted,
             is_last,
         };
         let outcome = scan_segment(&segment, rules, visit);
-        let (segment_compacted, segment_path) = (segment.header.compacted, segment.path.clone());
         segment.publish(outcome.valid_end);
         let mut segment = segment;
         // What skip-corrupted stepped over inside the kept records, readers step over too.
@@ -504,11 +591,31 @@ impl Pass {
             .collect();
         self.report.records_scanned += outcome.records;
         self.report.bytes_scanned += outcome.record_bytes;
+        self.report_findings(&segment, &outcome, is_last)?;
+        self.proven_seq = self.proven_seq.max(outcome.proven_seq);
+        if let Some(last) = outcome.last_seq {
+            self.next_seq = self.next_seq.max(last + 1);
+        } else {
+            self.next_seq = self.next_seq.max(segment.header.first_seq);
+        }
+        self.kept.push(Arc::new(segment));
+        Ok(outcome)
+    }
+
+    /// Applies the mode to what the scan of `segment` found: a cut-off file, damaged records,
+    /// a missing seal or snapshot.
+    fn report_findings(
+        &mut self,
+        segment: &Segment,
+        outcome: &ScanOutcome,
+        is_last: bool,
+    ) -> Result<()> {
+        let path = &segment.path;
         // A cut-off file explains the damage at its end: report the cause first.
         let file_len = segment.file.len();
         if file_len < segment.header.segment_len {
             self.damage(
-                &segment.path,
+                path,
                 file_len,
                 segment.header.segment_len - file_len,
                 FindingKind::Truncated,
@@ -522,17 +629,12 @@ impl Pass {
             if self.stopped {
                 break;
             }
-            self.damage(
-                &segment.path,
-                damage.offset,
-                damage.len_bytes,
-                damage.kind,
-                damage.detail.clone(),
-            )?;
+            let (offset, len_bytes) = (damage.offset, damage.len_bytes);
+            self.damage(path, offset, len_bytes, damage.kind, damage.detail.clone())?;
         }
-        if segment_compacted && !outcome.sealed && !self.stopped {
+        if segment.header.compacted && !outcome.sealed && !self.stopped {
             self.damage(
-                &segment_path,
+                path,
                 outcome.valid_end,
                 0,
                 FindingKind::DamagedRecord,
@@ -540,21 +642,14 @@ impl Pass {
             )?;
         } else if !outcome.sealed && !is_last && !self.stopped {
             self.damage(
-                &segment.path,
+                path,
                 outcome.valid_end,
                 0,
                 FindingKind::MissingSeal,
                 "a segment followed by another one does not end with a seal record".into(),
             )?;
         }
-        self.proven_seq = self.proven_seq.max(outcome.proven_seq);
-        if let Some(last) = outcome.last_seq {
-            self.next_seq = self.next_seq.max(last + 1);
-        } else {
-            self.next_seq = self.next_seq.max(segment.header.first_seq);
-        }
-        self.kept.push(Arc::new(segment));
-        Ok(outcome)
+        Ok(())
     }
 }
 
@@ -641,7 +736,7 @@ fn repair_tail(
             .map_err(|e| sync_error("restore segment length", &path, e))?;
         let file = storage
             .open_segment(&path, true)
-            .map_err(|e| Error::io("open segment", &path, e))?;
+            .map_err(|e| Error::open_segment(&path, e))?;
         tail.segment = Arc::new(tail.segment.remapped(file));
         report.repaired = true;
         report.notes.push(format!(

@@ -11,18 +11,20 @@
 //! Mark records (format 4) are checked like any record but not visited: they carry no data,
 //! only their `durable_seq`, and take no sequence number of their own.
 
+use std::fmt::Display;
+
 use crate::format::{
-    RECORD_ALIGN, RECORD_HEADER_LEN, RecordHeader, RecordKind, SEGMENT_HEADER_LEN, check_record,
-    decode_record_header,
+    HeaderProblem, MARK_VERSION, RECORD_ALIGN, RECORD_HEADER_LEN, RecordHeader, RecordKind,
+    SEGMENT_HEADER_LEN, SNAPSHOT_PARTS_VERSION, check_record, decode_record_header,
 };
 
 use super::RecordRef;
 use super::report::FindingKind;
 use super::segment::Segment;
 
-/// Called for every valid record in log order with the segment id, the record's offset, its
-/// header and its body. An `Err` marks the record as damaged (its body does not decode).
-pub(crate) type Visit<'a> = dyn FnMut(&RecordRef<'_>) -> Result<(), String> + 'a;
+/// Called for every valid record in log order (marks aside). An `Err`, which says why, marks the
+/// record as damaged: its body does not make sense to the caller.
+pub(crate) type Visit<'a, E> = dyn FnMut(&RecordRef<'_>) -> Result<(), E> + 'a;
 
 /// One damaged stretch of a segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,80 +99,43 @@ enum Step {
     Bad(String),
 }
 
+/// Where a scan stands: the offset of the next record and the sequence number it must carry.
+struct Cursor {
+    pos: u64,
+    expected: u64,
+}
+
+/// What a scan does after a record.
+enum Next {
+    Continue,
+    /// The end of valid data, or the record that ends the segment.
+    Done,
+    /// The record at the cursor is damaged; the text says how.
+    Damage(String),
+}
+
 /// Scans `segment`, calling `visit` for each valid record.
-pub(crate) fn scan_segment(
+pub(crate) fn scan_segment<E: Display>(
     segment: &Segment,
     rules: ScanRules,
-    visit: &mut Visit<'_>,
+    visit: &mut Visit<'_, E>,
 ) -> ScanOutcome {
     let usable = segment.usable_len();
     let mut out = ScanOutcome::default();
-    let mut pos = SEGMENT_HEADER_LEN as u64;
-    let mut expected = segment.header.first_seq;
-    out.valid_end = pos;
+    let mut at = Cursor {
+        pos: SEGMENT_HEADER_LEN as u64,
+        expected: segment.header.first_seq,
+    };
+    out.valid_end = at.pos;
     loop {
-        let record = match next_record(segment, pos, expected, usable) {
-            Step::End => break,
-            Step::Record(header, len) => Ok((header, len)),
-            // Skip-corrupted keeps a valid record after a gap, and reports the gap.
-            Step::Gap(header, len) if rules.skip => {
-                out.damage.push(Damage {
-                    offset: pos,
-                    len_bytes: 0,
-                    kind: FindingKind::DamagedRecord,
-                    detail: format!(
-                        "sequence numbers {expected}..{} are missing",
-                        header.seq - 1
-                    ),
-                });
-                Ok((header, len))
-            }
-            Step::Gap(header, _) => Err(format!(
-                "sequence number {} where {expected} was expected",
-                header.seq
-            )),
-            Step::Bad(problem) => Err(problem),
-        };
-        let problem = match record {
-            Ok((header, len)) if header.kind == RecordKind::Mark => {
-                pos += len;
-                out.valid_end = pos;
-                out.proven_seq = out.proven_seq.max(header.durable_seq);
-                continue;
-            }
-            Ok((header, len)) => {
-                let body = record_body(segment, pos, &header);
-                match visit(&segment.record_ref(pos, header, body)) {
-                    Ok(()) => {
-                        pos += len;
-                        // The parts of a snapshot share its sequence number.
-                        expected = header.seq + u64::from(header.kind != RecordKind::SnapshotPart);
-                        out.valid_end = pos;
-                        out.last_seq = Some(header.seq);
-                        out.records += 1;
-                        out.record_bytes += len;
-                        out.proven_seq = out.proven_seq.max(header.durable_seq);
-                        if matches!(header.kind, RecordKind::Seal | RecordKind::Snapshot) {
-                            out.sealed = true;
-                            break;
-                        }
-                        continue;
-                    }
-                    Err(reason) => format!("record {} does not decode: {reason}", header.seq),
+        match take_record(segment, rules, &mut out, &mut at, visit) {
+            Next::Continue => {}
+            Next::Done => break,
+            Next::Damage(problem) => {
+                if !stop_or_skip(segment, rules, &mut out, &mut at, problem, usable) {
+                    break;
                 }
             }
-            Err(problem) => problem,
-        };
-        if !stop_or_skip(
-            segment,
-            rules,
-            &mut out,
-            &mut pos,
-            &mut expected,
-            problem,
-            usable,
-        ) {
-            break;
         }
     }
     out.dirty_end = if out.sealed {
@@ -181,32 +146,111 @@ pub(crate) fn scan_segment(
     out
 }
 
-/// Records the damage at `pos` and, when skipping and a valid record follows, moves to it and
-/// returns true; returns false when the scan stops here.
+/// Reads the record at the cursor; a valid one is visited (unless it is a mark), counted in
+/// `out`, and the cursor moves past it.
+fn take_record<E: Display>(
+    segment: &Segment,
+    rules: ScanRules,
+    out: &mut ScanOutcome,
+    at: &mut Cursor,
+    visit: &mut Visit<'_, E>,
+) -> Next {
+    let (header, len) = match next_record(segment, at.pos, at.expected, segment.usable_len()) {
+        Step::End => return Next::Done,
+        Step::Record(header, len) => (header, len),
+        // Skip-corrupted keeps a valid record after a gap, and reports the gap.
+        Step::Gap(header, len) if rules.skip => {
+            out.damage.push(Damage {
+                offset: at.pos,
+                len_bytes: 0,
+                kind: FindingKind::DamagedRecord,
+                detail: format!(
+                    "sequence numbers {}..{} are missing",
+                    at.expected,
+                    header.seq - 1
+                ),
+            });
+            (header, len)
+        }
+        Step::Gap(header, _) => {
+            return Next::Damage(format!(
+                "sequence number {} where {} was expected",
+                header.seq, at.expected
+            ));
+        }
+        Step::Bad(problem) => return Next::Damage(problem),
+    };
+    if header.kind == RecordKind::Mark {
+        at.pos += len;
+        out.valid_end = at.pos;
+        out.proven_seq = out.proven_seq.max(header.durable_seq);
+        return Next::Continue;
+    }
+    let body = record_body(segment, at.pos, &header);
+    if let Err(reason) = visit(&segment.record_ref(at.pos, header, body)) {
+        return Next::Damage(format!("record {} does not decode: {reason}", header.seq));
+    }
+    at.pos += len;
+    // The parts of a snapshot share its sequence number.
+    at.expected = header.seq + u64::from(header.kind != RecordKind::SnapshotPart);
+    out.valid_end = at.pos;
+    out.last_seq = Some(header.seq);
+    out.records += 1;
+    out.record_bytes += len;
+    out.proven_seq = out.proven_seq.max(header.durable_seq);
+    if matches!(header.kind, RecordKind::Seal | RecordKind::Snapshot) {
+        out.sealed = true;
+        return Next::Done;
+    }
+    Next::Continue
+}
+
+/// Records the damage at the cursor and, when skipping and a valid record follows, moves to it
+/// and returns true; returns false when the scan stops here.
 fn stop_or_skip(
     segment: &Segment,
     rules: ScanRules,
     out: &mut ScanOutcome,
-    pos: &mut u64,
-    expected: &mut u64,
+    at: &mut Cursor,
     problem: String,
     usable: u64,
 ) -> bool {
-    let (at, next_seq) = (*pos, *expected);
-    let resync = find_next_valid(segment, at + RECORD_ALIGN as u64, next_seq, usable);
+    let (pos, next_seq) = (at.pos, at.expected);
+    let resync = find_next_valid(segment, pos + RECORD_ALIGN as u64, next_seq, usable);
     // Every valid record after the first damage, for the proof of durability. One survey
     // serves every later damage too: records between two damaged ones precede the second, so
     // their `durable_seq` is below its sequence number and cannot prove it.
     let later = *out
         .after_damage
-        .get_or_insert_with(|| survey(segment, at + RECORD_ALIGN as u64, next_seq, usable));
+        .get_or_insert_with(|| survey(segment, pos + RECORD_ALIGN as u64, next_seq, usable));
     // Skipping ends the damage at the next valid record; stopping discards everything up to
     // the last byte written.
     let damage_end = match resync {
         Some((offset, _)) if rules.skip => offset,
-        _ => last_nonzero_end(segment, at, usable),
+        _ => last_nonzero_end(segment, pos, usable),
     };
-    let (kind, detail) = if later.max_durable_seq >= next_seq {
+    let (kind, detail) = classify(problem, next_seq, later, rules.is_last);
+    out.damage.push(Damage {
+        offset: pos,
+        len_bytes: damage_end.saturating_sub(pos),
+        kind,
+        detail,
+    });
+    match resync {
+        Some((offset, next)) if rules.skip => {
+            at.pos = offset;
+            at.expected = next.seq;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// What damage where record `next_seq` was expected means, given the valid records found after
+/// it (`later`): durable records lost if one of them proves `next_seq` durable; else, in the
+/// newest segment, a write torn by a crash; else a damaged record.
+fn classify(problem: String, next_seq: u64, later: Survey, is_last: bool) -> (FindingKind, String) {
+    if later.max_durable_seq >= next_seq {
         (
             FindingKind::DurableRecordsLost,
             format!(
@@ -216,7 +260,7 @@ fn stop_or_skip(
                 later.records, later.max_seq, later.max_durable_seq
             ),
         )
-    } else if rules.is_last {
+    } else if is_last {
         (
             FindingKind::TornTail,
             format!(
@@ -226,20 +270,6 @@ fn stop_or_skip(
         )
     } else {
         (FindingKind::DamagedRecord, problem)
-    };
-    out.damage.push(Damage {
-        offset: at,
-        len_bytes: damage_end.saturating_sub(at),
-        kind,
-        detail,
-    });
-    match resync {
-        Some((offset, next)) if rules.skip => {
-            *pos = offset;
-            *expected = next.seq;
-            true
-        }
-        _ => false,
     }
 }
 
@@ -253,80 +283,89 @@ fn record_body<'a>(segment: &'a Segment, pos: u64, header: &RecordHeader) -> &'a
 
 /// Decodes and fully checks the record at `pos`.
 fn next_record(segment: &Segment, pos: u64, expected: u64, usable: u64) -> Step {
+    let (header, len) = match checked_record(segment, pos, usable) {
+        Ok(record) => record,
+        Err(step) => return step,
+    };
+    if let Some(problem) = kind_problem(segment, &header) {
+        return Step::Bad(problem);
+    }
+    in_sequence(segment, header, len, expected)
+}
+
+/// The record at `pos` with its header and checksums verified and its length within the
+/// segment; `Err` is the end of valid data or damage.
+fn checked_record(segment: &Segment, pos: u64, usable: u64) -> Result<(RecordHeader, u64), Step> {
     let salt = segment.header.salt;
     if pos + RECORD_HEADER_LEN as u64 > usable {
-        return if last_nonzero_end(segment, pos, usable) > pos {
+        return Err(if last_nonzero_end(segment, pos, usable) > pos {
             Step::Bad("non-zero bytes in the last bytes of the segment".into())
         } else {
             Step::End
-        };
+        });
     }
     let Ok(head) = segment.file.read(pos, RECORD_HEADER_LEN) else {
-        return Step::Bad("record header unreadable".into());
+        return Err(Step::Bad("record header unreadable".into()));
     };
     let header = match decode_record_header(salt, head) {
         Ok(header) => header,
-        Err(crate::format::HeaderProblem::Blank) => {
-            return if last_nonzero_end(segment, pos, usable) > pos {
+        Err(HeaderProblem::Blank) => {
+            return Err(if last_nonzero_end(segment, pos, usable) > pos {
                 Step::Bad("zeroed bytes followed by data".into())
             } else {
                 Step::End
-            };
+            });
         }
-        Err(problem) => return Step::Bad(format!("{problem:?}")),
+        Err(problem) => return Err(Step::Bad(problem.to_string())),
     };
     let len = header.padded_len() as u64;
     if pos + len > usable {
-        return Step::Bad(format!(
+        return Err(Step::Bad(format!(
             "record {} runs past the end of the segment",
             header.seq
-        ));
+        )));
     }
     let Ok(record) = segment.file.read(pos, len as usize) else {
-        return Step::Bad("record unreadable".into());
+        return Err(Step::Bad("record unreadable".into()));
     };
     if !check_record(salt, record) {
-        return Step::Bad(format!("record {} checksum mismatch", header.seq));
-    }
-    if header.kind == RecordKind::JobEvent && segment.header.version < 2 {
-        return Step::Bad(format!(
-            "record {} is a job event in a format 1 segment",
+        return Err(Step::Bad(format!(
+            "record {} checksum mismatch",
             header.seq
-        ));
+        )));
     }
-    if header.kind == RecordKind::Mark
-        && (segment.header.version < crate::format::MARK_VERSION || segment.header.compacted)
-    {
-        return Step::Bad(format!(
-            "record {} is a mark in a segment of format {}{}",
-            header.seq,
-            segment.header.version,
-            if segment.header.compacted {
-                ", compacted"
-            } else {
-                ""
-            }
-        ));
+    Ok((header, len))
+}
+
+/// Why a record of this kind may not be in this segment, if it may not.
+fn kind_problem(segment: &Segment, header: &RecordHeader) -> Option<String> {
+    let (version, compacted, seq) = (segment.header.version, segment.header.compacted, header.seq);
+    match header.kind {
+        RecordKind::JobEvent if version < 2 => {
+            Some(format!("record {seq} is a job event in a format 1 segment"))
+        }
+        RecordKind::Mark if version < MARK_VERSION || compacted => Some(format!(
+            "record {seq} is a mark in a segment of format {version}{}",
+            if compacted { ", compacted" } else { "" }
+        )),
+        RecordKind::Snapshot if !compacted => Some(format!(
+            "record {seq} is a snapshot outside a compacted segment"
+        )),
+        RecordKind::SnapshotPart if !compacted || version < SNAPSHOT_PARTS_VERSION => {
+            Some(format!(
+                "record {seq} is a snapshot part outside a compacted segment of format 4 or later"
+            ))
+        }
+        _ => None,
     }
+}
+
+/// Checks a valid record's sequence number against the expected one.
+fn in_sequence(segment: &Segment, header: RecordHeader, len: u64, expected: u64) -> Step {
     // A mark takes the number the next record takes: exactly the expected one.
     if header.kind == RecordKind::Mark && header.seq != expected {
         return Step::Bad(format!(
             "mark numbered {} where {expected} was expected",
-            header.seq
-        ));
-    }
-    if header.kind == RecordKind::Snapshot && !segment.header.compacted {
-        return Step::Bad(format!(
-            "record {} is a snapshot outside a compacted segment",
-            header.seq
-        ));
-    }
-    if header.kind == RecordKind::SnapshotPart
-        && (!segment.header.compacted
-            || segment.header.version < crate::format::SNAPSHOT_PARTS_VERSION)
-    {
-        return Step::Bad(format!(
-            "record {} is a snapshot part outside a compacted segment of format 4 or later",
             header.seq
         ));
     }

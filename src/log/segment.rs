@@ -100,18 +100,20 @@ impl Segment {
             header,
             |_| Ok(SEGMENT_HEADER_LEN as u64),
         )
+        .map_err(CreateFailure::into_error)
     }
 
     /// Writes a compacted segment: `fill` writes its records after the header and returns
     /// where they end; everything is synced, then the file is renamed over segment `id` and
     /// the directory synced. The rename is the commit point of a compaction (docs/FORMAT.md).
-    /// On failure the temporary file is removed (best effort) and segment `id` is unchanged.
+    /// On failure before the rename the temporary file is removed (best effort) and segment
+    /// `id` is unchanged; after it (the directory sync failed), the compacted segment stays.
     pub fn create_compacted(
         storage: &dyn Storage,
         dir: &Path,
         header: SegmentHeader,
         fill: impl FnOnce(&dyn SegmentFile) -> std::io::Result<u64>,
-    ) -> Result<Segment> {
+    ) -> Result<Segment, CreateFailure> {
         assert!(header.compacted, "a compacted segment's header says so");
         let id = header.segment_id;
         let tmp = dir.join(compacting_file_name(id));
@@ -124,25 +126,25 @@ impl Segment {
         tmp: &Path,
         header: SegmentHeader,
         fill: impl FnOnce(&dyn SegmentFile) -> std::io::Result<u64>,
-    ) -> Result<Segment> {
+    ) -> Result<Segment, CreateFailure> {
         let path = dir.join(segment_file_name(header.segment_id));
         // A leftover of an earlier failed attempt by this writer (it holds the lock).
         let _ = storage.remove_file(tmp);
         let created = Segment::create_file(storage, dir, tmp, &path, &header, fill);
         let (file, end) = match created {
             Ok(created) => created,
-            Err(CreateFailure::BeforeRename(error)) => {
+            Err(failure @ CreateFailure::BeforeRename(_)) => {
                 let _ = storage.remove_file(tmp);
-                return Err(error);
+                return Err(failure);
             }
-            Err(CreateFailure::AfterRename(error)) => {
+            Err(failure @ CreateFailure::AfterRename(_)) => {
                 // The rename happened but may not be durable: a regular segment is removed
                 // again (it holds no record); a compacted one stays, as it may be the only
                 // copy of what it replaced once the rename is durable.
                 if !header.compacted {
                     let _ = storage.remove_file(&path);
                 }
-                return Err(error);
+                return Err(failure);
             }
         };
         let segment = Segment::new(path, header, file);
@@ -236,13 +238,7 @@ impl Segment {
         header: RecordHeader,
         body: &'a [u8],
     ) -> super::RecordRef<'a> {
-        super::RecordRef {
-            segment_id: self.id,
-            offset,
-            version: self.header.version,
-            header,
-            body,
-        }
+        super::RecordRef::new(self.id, offset, self.header.version, header, body)
     }
 
     /// Reads and checks the record at `offset`, returning its header and body.
@@ -259,7 +255,7 @@ impl Segment {
         };
         let head = read(crate::format::RECORD_HEADER_LEN)?;
         let header = decode_record_header(self.header.salt, head)
-            .map_err(|p| corrupt(format!("record header damaged since open: {p:?}")))?;
+            .map_err(|p| corrupt(format!("record header damaged since open: {p}")))?;
         let record = read(header.padded_len())?;
         if !check_record(self.header.salt, record) {
             return Err(corrupt(
@@ -274,10 +270,20 @@ impl Segment {
     }
 }
 
-/// How creating a segment failed: before its rename (nothing changed) or after it.
-enum CreateFailure {
+/// How creating a segment failed: before its rename (nothing changed) or after it (the
+/// directory sync failed: whether the new name is durable is unknown).
+#[derive(Debug)]
+pub(crate) enum CreateFailure {
     BeforeRename(Error),
     AfterRename(Error),
+}
+
+impl CreateFailure {
+    pub fn into_error(self) -> Error {
+        match self {
+            CreateFailure::BeforeRename(error) | CreateFailure::AfterRename(error) => error,
+        }
+    }
 }
 
 pub(crate) use crate::error::is_disk_full;

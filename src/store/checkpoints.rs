@@ -4,18 +4,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::index::{Index, JobEntry, Location, time_from_micros};
+use super::index::{Index, JobEntry, Location, RecordError, time_from_micros};
 use super::metrics::Counters;
 use super::visibility::Update;
 use super::{JobSummary, Store};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::format::{
-    CheckpointBody, MAX_DECOMPRESSED_BYTES, RecordHeader, RecordKind, decode_checkpoint_body,
-    encode_checkpoint_body,
-};
 use crate::job::{JobType, Trigger};
-use crate::log::RecordRef;
+use crate::log::{CheckpointBody, Contents, MAX_DECOMPRESSED_BYTES, NewRecord};
 use crate::options::Durability;
 
 impl Store {
@@ -73,12 +69,11 @@ impl Store {
             trigger: trigger.code(),
             data_json,
         };
-        let mut encoded = Vec::with_capacity(json_len + job.len() + phase.len() + 64);
-        let stored_len = encode_checkpoint_body(&body, compress, &mut encoded)
-            .map_err(|reason| Error::invalid("checkpoint", reason))?;
-        self.check_size(job, stored_len, encoded.len())?;
+        let record = NewRecord::checkpoint(&body, compress)
+            .map_err(|reason| Error::invalid("checkpoint", reason.to_string()))?;
+        self.check_size(job, record.data_len(), record.body_len())?;
         let inner = &self.inner;
-        let appended = self.append(RecordKind::Checkpoint, &encoded, false, &|appended| {
+        let appended = self.append(&record, false, &|appended| {
             let at = Location {
                 seq: appended.seq,
                 segment_id: appended.segment_id,
@@ -95,7 +90,7 @@ impl Store {
         })?;
         Counters::add(&inner.counters.checkpoints_saved, 1);
         Counters::add(&inner.counters.compressed_saves, u64::from(compress));
-        Counters::add(&inner.counters.bytes_appended, encoded.len() as u64);
+        Counters::add(&inner.counters.bytes_appended, record.body_len() as u64);
         self.wait_durable(appended.seq)?;
         Ok(appended.seq)
     }
@@ -182,17 +177,22 @@ impl Store {
     pub(super) fn read_checkpoint(&self, _index: &Index, at: Location) -> Result<Checkpoint> {
         let log = &self.inner.log;
         let checkpoint = log.read_at(at.segment_id, at.offset, |record| {
-            if record.header.seq != at.seq {
-                return Err(log.corrupt(
-                    at.segment_id,
-                    at.offset,
-                    format!(
-                        "record {} where record {} was expected",
-                        record.header.seq, at.seq
-                    ),
-                ));
+            let seq = record.seq();
+            let corrupt = |reason| log.corrupt(at.segment_id, at.offset, reason);
+            if seq != at.seq {
+                return Err(corrupt(format!(
+                    "record {seq} where record {} was expected",
+                    at.seq
+                )));
             }
-            to_checkpoint(record).map_err(|reason| log.corrupt(at.segment_id, at.offset, reason))
+            let Contents::Checkpoint(checkpoint) = record.contents() else {
+                return Err(corrupt(format!("record {seq} is not a checkpoint")));
+            };
+            checkpoint
+                .decode()
+                .map_err(RecordError::from)
+                .and_then(|body| checkpoint_from(seq, body))
+                .map_err(|e| corrupt(format!("record {seq}: {e}")))
         })?;
         self.upgrade(checkpoint)
     }
@@ -235,15 +235,21 @@ impl Store {
         let mut out = Vec::new();
         let log = &self.inner.log;
         log.for_each_record(&mut |record| {
-            if record.header.kind != RecordKind::Checkpoint {
+            let Contents::Checkpoint(checkpoint) = record.contents() else {
                 return Ok(());
-            }
-            let corrupt = |reason| log.corrupt(record.segment_id, record.offset, reason);
-            let body = decode_checkpoint_body(record.version, record.body)
-                .map_err(|e| corrupt(format!("record {}: {e}", record.header.seq)))?;
+            };
+            let seq = record.seq();
+            let corrupt = |e: RecordError| {
+                log.corrupt(
+                    record.segment_id,
+                    record.offset,
+                    format!("record {seq}: {e}"),
+                )
+            };
+            let body = checkpoint.decode().map_err(|e| corrupt(e.into()))?;
             // Only this job's records are parsed further.
-            if body.job == job && record.header.seq > since && record.header.seq <= visible {
-                out.push(checkpoint_from(&record.header, body).map_err(corrupt)?);
+            if body.job == job && seq > since && seq <= visible {
+                out.push(checkpoint_from(seq, body).map_err(corrupt)?);
             }
             Ok(())
         })?;
@@ -299,19 +305,10 @@ pub(super) fn now() -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap_or_default()
 }
 
-/// Decodes a checked checkpoint record; an error says what was malformed.
-fn to_checkpoint(record: &RecordRef<'_>) -> Result<Checkpoint, String> {
-    let body = decode_checkpoint_body(record.version, record.body)
-        .map_err(|e| format!("record {}: {e}", record.header.seq))?;
-    checkpoint_from(&record.header, body)
-}
-
-/// Builds a checkpoint from a decoded record body; an error says what was malformed.
-fn checkpoint_from(header: &RecordHeader, body: CheckpointBody) -> Result<Checkpoint, String> {
-    let seq = header.seq;
-    let data = serde_json::from_slice(&body.data_json)
-        .map_err(|e| format!("record {seq}: checkpoint data is not JSON: {e}"))?;
-    let at = time_from_micros(body.at_micros).map_err(|e| format!("record {seq}: {e}"))?;
+/// Builds the checkpoint numbered `seq` from its decoded record body.
+fn checkpoint_from(seq: u64, body: CheckpointBody) -> Result<Checkpoint, RecordError> {
+    let data = serde_json::from_slice(&body.data_json).map_err(RecordError::CheckpointData)?;
+    let at = time_from_micros(body.at_micros)?;
     Ok(Checkpoint {
         job: body.job,
         seq,

@@ -21,7 +21,7 @@ use super::index::{Index, RangeCheckpoint};
 use super::retention::{self, Candidate, Fate, JobFacts, Rules};
 use super::{Inner, Store};
 use crate::error::{Error, Result};
-use crate::log::{Kept, Log, RecordRef, Segment};
+use crate::log::{BodyError, Contents, Kept, Log, RecordRef, Segment};
 use crate::options::Retention;
 
 /// What a compaction did, or (dry run) would do.
@@ -233,7 +233,7 @@ impl Store {
         };
         inner.log.for_each_record(&mut |record| {
             stats.records += 1;
-            stats.record_bytes += record.header.padded_len() as u64;
+            stats.record_bytes += record.len_bytes();
             Ok(())
         })?;
         if let Some(plan) = plan {
@@ -514,22 +514,24 @@ impl Inner {
         let log = &self.log;
         Log::for_each_record_in(range, &mut |record| {
             let corrupt = |reason| log.corrupt(record.segment_id, record.offset, reason);
-            scan.folded.replay(record).map_err(corrupt)?;
-            scan.last_seq = record.header.seq;
-            let bytes = record.header.padded_len() as u64;
+            scan.folded
+                .replay_record(record)
+                .map_err(|e| corrupt(e.to_string()))?;
+            scan.last_seq = record.seq();
+            let bytes = record.len_bytes();
             scan.scanned_bytes += bytes;
             progress(&CompactionProgress {
                 phase: CompactionPhase::Scan,
                 done_bytes: scan.scanned_bytes,
                 total_bytes,
             });
-            match classify(record).map_err(corrupt)? {
+            match classify(record).map_err(|e| corrupt(e.to_string()))? {
                 Scanned::Checkpoint { job, at_micros } => {
                     let segment = by_id
                         .get(&record.segment_id)
                         .cloned()
                         .ok_or_else(|| corrupt("record outside the compacted segments".into()))?;
-                    let (seq, offset) = (record.header.seq, record.offset);
+                    let (seq, offset) = (record.seq(), record.offset);
                     scan.candidates.push(Candidate {
                         job,
                         seq,
@@ -653,20 +655,17 @@ impl Inner {
 
 /// What `record` is, as far as a compaction needs to know: the one place it looks at record
 /// kinds and bodies.
-fn classify(record: &RecordRef<'_>) -> std::result::Result<Scanned, String> {
-    use crate::format::{RecordKind, decode_checkpoint_meta};
-    Ok(match record.header.kind {
-        RecordKind::Checkpoint => {
-            let meta = decode_checkpoint_meta(record.version, record.body)?;
+fn classify(record: &RecordRef<'_>) -> std::result::Result<Scanned, BodyError> {
+    Ok(match record.contents() {
+        Contents::Checkpoint(checkpoint) => {
+            let meta = checkpoint.decode_envelope()?;
             Scanned::Checkpoint {
                 job: meta.job,
                 at_micros: meta.at_micros,
             }
         }
-        RecordKind::JobEvent => Scanned::JobEvent,
-        RecordKind::Seal | RecordKind::Snapshot | RecordKind::SnapshotPart | RecordKind::Mark => {
-            Scanned::Other
-        }
+        Contents::Event(_) => Scanned::JobEvent,
+        Contents::Seal | Contents::Snapshot(_) | Contents::Mark => Scanned::Other,
     })
 }
 

@@ -4,11 +4,9 @@
 use std::collections::{HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
-use crate::format::{RecordKind, decode_checkpoint_meta, decode_event_body};
 use crate::job::{JobEvent, JobState, Trigger};
-use crate::log::RecordRef;
+use crate::log::{BodyError, CheckpointRecord, Contents, EventRecord, RecordRef, SnapshotRecord};
 
 /// Where a record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +33,36 @@ pub(crate) struct JobEntry {
     window: VecDeque<u64>,
 }
 
-/// The body of a snapshot record: every job's folded state as of the record's sequence
-/// number. Plain JSON (docs/FORMAT.md).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct SnapshotBody {
-    pub jobs: Vec<JobState>,
+/// Why a record the log handed over does not make sense to the store: its body does not
+/// decode, or what it holds is out of range or out of order.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RecordError {
+    #[error("record {seq} is not newer than record {last}")]
+    NotNewer { seq: u64, last: u64 },
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error("timestamp {0} out of range")]
+    Timestamp(i64),
+    #[error("record {seq}: job event does not decode: {source}")]
+    Event {
+        seq: u64,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("record {seq}: snapshot does not decode: {source}")]
+    Snapshot {
+        seq: u64,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("checkpoint data is not JSON: {0}")]
+    CheckpointData(#[source] serde_json::Error),
+    #[error("record {seq} holds invalid JSON: {source}")]
+    InvalidJson {
+        seq: u64,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// A checkpoint of the compacted range, and whether compaction kept it.
@@ -71,9 +94,8 @@ pub(crate) struct Index {
 
 /// Timestamps are stored in microseconds; the live index uses the same precision so that a
 /// replay builds exactly the state the live process had.
-pub(crate) fn time_from_micros(micros: i64) -> Result<DateTime<Utc>, String> {
-    DateTime::from_timestamp_micros(micros)
-        .ok_or_else(|| format!("timestamp {micros} out of range"))
+pub(crate) fn time_from_micros(micros: i64) -> Result<DateTime<Utc>, RecordError> {
+    DateTime::from_timestamp_micros(micros).ok_or(RecordError::Timestamp(micros))
 }
 
 impl Index {
@@ -209,8 +231,8 @@ impl Index {
 
     /// A snapshot record was replayed: it holds the state of every job as of its sequence
     /// number, and is the last record of a compacted segment, after the checkpoints it kept.
-    fn snapshot(&mut self, body: SnapshotBody) {
-        for state in body.jobs {
+    fn snapshot(&mut self, states: Vec<JobState>) {
+        for state in states {
             let job = state.job.clone();
             self.entry(&job).state = state;
         }
@@ -271,65 +293,82 @@ impl Index {
         self.dead_bytes = self.dead_bytes.saturating_sub(dead_before);
     }
 
-    /// Replays one record during recovery.
-    pub fn replay(&mut self, record: &RecordRef<'_>) -> Result<(), String> {
-        let seq = record.header.seq;
+    /// Replays one record during recovery (or a compaction's fold of the records it compacts).
+    pub fn replay_record(&mut self, record: &RecordRef<'_>) -> Result<(), RecordError> {
+        let seq = record.seq();
+        let contents = record.contents();
         // Recovery hands records over in increasing order; bytes that claim otherwise are
         // damage, not a reason to panic.
-        let next_part = matches!(
-            record.header.kind,
-            RecordKind::Snapshot | RecordKind::SnapshotPart
-        ) && self.snapshot_in_parts == Some(seq);
+        let next_part =
+            matches!(contents, Contents::Snapshot(_)) && self.snapshot_in_parts == Some(seq);
         if seq <= self.last_replayed_seq && !next_part {
-            return Err(format!(
-                "record {seq} is not newer than record {}",
-                self.last_replayed_seq
-            ));
+            return Err(RecordError::NotNewer {
+                seq,
+                last: self.last_replayed_seq,
+            });
         }
         self.snapshot_in_parts = None;
-        let bytes = record.header.padded_len() as u64;
-        match record.header.kind {
-            RecordKind::Checkpoint => {
-                let body = decode_checkpoint_meta(record.version, record.body)?;
-                let at = Location {
-                    seq,
-                    segment_id: record.segment_id,
-                    offset: record.offset,
-                };
-                let trigger = Trigger::from_code(body.trigger).unwrap_or(Trigger::Manual);
-                self.checkpoint(
-                    &body.job,
-                    at,
-                    time_from_micros(body.at_micros)?,
-                    &body.phase,
-                    trigger,
-                    bytes,
-                );
-            }
-            RecordKind::JobEvent => {
-                let body = decode_event_body(record.body)?;
-                let event: JobEvent = serde_json::from_slice(&body.event_json)
-                    .map_err(|e| format!("record {seq}: job event does not decode: {e}"))?;
-                self.event(
-                    &body.job,
-                    seq,
-                    time_from_micros(body.at_micros)?,
-                    &event,
-                    bytes,
-                );
-            }
-            RecordKind::Snapshot | RecordKind::SnapshotPart => {
-                let body: SnapshotBody = serde_json::from_slice(record.body)
-                    .map_err(|e| format!("record {seq}: snapshot does not decode: {e}"))?;
-                self.snapshot(body);
-                if record.header.kind == RecordKind::SnapshotPart {
-                    self.snapshot_in_parts = Some(seq);
-                }
-            }
-            RecordKind::Seal | RecordKind::Mark => {}
+        match contents {
+            Contents::Checkpoint(checkpoint) => self.replay_checkpoint(record, checkpoint)?,
+            Contents::Event(event) => self.replay_event(record, event)?,
+            Contents::Snapshot(snapshot) => self.replay_snapshot(seq, snapshot)?,
+            Contents::Seal | Contents::Mark => {}
         }
         self.last_replayed_seq = seq;
         self.visible_seq = seq;
+        Ok(())
+    }
+
+    fn replay_checkpoint(
+        &mut self,
+        record: &RecordRef<'_>,
+        checkpoint: CheckpointRecord<'_>,
+    ) -> Result<(), RecordError> {
+        let body = checkpoint.decode_envelope()?;
+        let at = Location {
+            seq: record.seq(),
+            segment_id: record.segment_id,
+            offset: record.offset,
+        };
+        let trigger = Trigger::from_code(body.trigger).unwrap_or(Trigger::Manual);
+        let time = time_from_micros(body.at_micros)?;
+        self.checkpoint(
+            &body.job,
+            at,
+            time,
+            &body.phase,
+            trigger,
+            record.len_bytes(),
+        );
+        Ok(())
+    }
+
+    fn replay_event(
+        &mut self,
+        record: &RecordRef<'_>,
+        event: EventRecord<'_>,
+    ) -> Result<(), RecordError> {
+        let seq = record.seq();
+        let body = event.decode()?;
+        let event: JobEvent = serde_json::from_slice(&body.event_json)
+            .map_err(|source| RecordError::Event { seq, source })?;
+        let time = time_from_micros(body.at_micros)?;
+        self.event(&body.job, seq, time, &event, record.len_bytes());
+        Ok(())
+    }
+
+    fn replay_snapshot(
+        &mut self,
+        seq: u64,
+        snapshot: SnapshotRecord<'_>,
+    ) -> Result<(), RecordError> {
+        let states = snapshot
+            .states::<JobState>()
+            .map_err(|source| RecordError::Snapshot { seq, source })?;
+        self.snapshot(states);
+        if snapshot.is_part() {
+            self.snapshot_in_parts = Some(seq);
+        }
         Ok(())
     }
 }

@@ -12,8 +12,8 @@ use super::metrics::Counters;
 use super::visibility::Update;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::format::{EventBody, RecordKind, encode_event_body};
 use crate::job::{ErrorContext, JobEvent, JobState, JobType, RetryPolicy, RunPlan, plan_next_run};
+use crate::log::{EventBody, NewRecord};
 
 /// One checkpoint that would not pass the current migrations and validators.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -97,19 +97,18 @@ impl Store {
             at_micros: time.timestamp_micros(),
             event_json,
         };
-        let mut encoded = Vec::with_capacity(body.event_json.len() + job.len() + 32);
-        encode_event_body(&body, &mut encoded)
-            .map_err(|reason| Error::invalid("job event", reason))?;
+        let record = NewRecord::event(&body)
+            .map_err(|reason| Error::invalid("job event", reason.to_string()))?;
         let max_body = self.inner.options.max_record_body_bytes();
-        if encoded.len() as u64 > max_body {
+        if record.body_len() as u64 > max_body {
             return Err(Error::PayloadTooLarge {
                 job: job.into(),
-                size_bytes: encoded.len() as u64,
+                size_bytes: record.body_len() as u64,
                 limit_bytes: max_body,
             });
         }
         let deletion = matches!(event, JobEvent::JobDeleted { .. });
-        let appended = self.append(RecordKind::JobEvent, &encoded, deletion, &|appended| {
+        let appended = self.append(&record, deletion, &|appended| {
             self.inner.record_written(Update::Event {
                 job: job.into(),
                 seq: appended.seq,
@@ -119,7 +118,10 @@ impl Store {
             });
         })?;
         Counters::add(&self.inner.counters.events_recorded, 1);
-        Counters::add(&self.inner.counters.bytes_appended, encoded.len() as u64);
+        Counters::add(
+            &self.inner.counters.bytes_appended,
+            record.body_len() as u64,
+        );
         self.wait_durable(appended.seq)?;
         Ok(appended.seq)
     }

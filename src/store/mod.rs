@@ -18,17 +18,17 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::error::{Error, Result};
-use crate::format::{RecordKind, decode_checkpoint_body, decode_event_body};
+use crate::error::{Error, IoKind, Result};
 use crate::job::{JobStatus, JobType};
-use crate::log::{Log, RecoveryReport};
+use crate::log::{
+    Appended, Contents, FsStorage, Log, NewRecord, RecordRef, RecoveryReport, Storage,
+};
 use crate::options::{Durability, Options, RecoveryMode};
-use crate::storage::{DirLock, FsStorage, Storage};
 
 pub use compact::{CompactionPhase, CompactionProgress, CompactionReport, StoreStats};
 use compactor::Compactor;
 use flusher::Flusher;
-use index::Index;
+use index::{Index, RecordError};
 pub use jobs::{MigrationCheck, MigrationFailure};
 use metrics::Counters;
 pub use metrics::Metrics;
@@ -89,7 +89,6 @@ struct Inner {
     compaction: Mutex<()>,
     /// The last save was refused because the store is full (health).
     full: std::sync::atomic::AtomicBool,
-    _lock: Option<DirLock>,
 }
 
 const _: () = {
@@ -130,11 +129,6 @@ impl Store {
     ) -> Result<Store> {
         options.validate()?;
         let store_version = Log::prepare_dir(storage.as_ref(), dir, !read_only)?;
-        let lock = if read_only {
-            None
-        } else {
-            storage.lock_dir(dir)?
-        };
         let segment_size = (!read_only).then_some(options.segment_size_bytes);
         let open_log = || {
             let mut index = Index::new(options.retention.keep_last);
@@ -144,7 +138,7 @@ impl Store {
                 options.recovery,
                 segment_size,
                 options.retention.max_bytes,
-                &mut |record| index.replay(record),
+                &mut |record| index.replay_record(record),
             )?;
             Ok((log, report, index))
         };
@@ -153,8 +147,8 @@ impl Store {
         } else {
             open_log()?
         };
-        if !read_only && store_version < crate::format::FORMAT_VERSION {
-            Log::write_marker(storage.as_ref(), dir)?;
+        if !read_only {
+            Log::upgrade_marker(storage.as_ref(), dir, store_version)?;
         }
         log_report(dir, &report);
         let log = Arc::new(log);
@@ -178,7 +172,6 @@ impl Store {
             flusher,
             compaction: Mutex::new(()),
             full: std::sync::atomic::AtomicBool::new(false),
-            _lock: lock,
         });
         let compactor = if auto_compact {
             Some(Compactor::start(Arc::downgrade(&inner))?)
@@ -215,18 +208,8 @@ impl Store {
             None,
             None,
             &mut |record| {
-                index.replay(record)?;
-                let json = match record.header.kind {
-                    RecordKind::Checkpoint => {
-                        decode_checkpoint_body(record.version, record.body)?.data_json
-                    }
-                    RecordKind::JobEvent => decode_event_body(record.body)?.event_json,
-                    RecordKind::Snapshot | RecordKind::SnapshotPart => record.body.to_vec(),
-                    RecordKind::Seal | RecordKind::Mark => return Ok(()),
-                };
-                serde_json::from_slice::<serde::de::IgnoredAny>(&json)
-                    .map_err(|e| format!("record {} holds invalid JSON: {e}", record.header.seq))?;
-                Ok(())
+                index.replay_record(record)?;
+                check_checkpoint_data(record)
             },
         )?;
         Ok(report)
@@ -307,18 +290,17 @@ impl Store {
     /// compaction drops the job.
     fn append(
         &self,
-        kind: RecordKind,
-        body: &[u8],
+        record: &NewRecord,
         deletion: bool,
-        on_written: &dyn Fn(&crate::log::Appended),
-    ) -> Result<crate::log::Appended> {
+        on_written: &dyn Fn(&Appended),
+    ) -> Result<Appended> {
         let inner = &self.inner;
         let limited = inner.options.retention.max_bytes.is_some() && !deletion;
         // Compact while there is still room beside the files for a compacted segment as
         // large as the last one: its output is written before the files it replaces go.
         let reserve = inner.log.last_compacted_bytes();
         if limited
-            && inner.log.needs_new_segment(body.len())
+            && inner.log.needs_new_segment(record.body_len())
             && inner
                 .log
                 .check_room(inner.options.segment_size_bytes + reserve)
@@ -326,11 +308,11 @@ impl Store {
         {
             self.compact_for_room()?;
         }
-        let mut appended = inner.log.append(kind, body, deletion, |a| on_written(a));
+        let mut appended = inner.log.append(record, deletion, |a| on_written(a));
         if limited && matches!(appended, Err(Error::StoreFull { .. })) {
             // Another saver took the room made above: one more compaction, then the verdict.
             self.compact_for_room()?;
-            appended = inner.log.append(kind, body, deletion, |a| on_written(a));
+            appended = inner.log.append(record, deletion, |a| on_written(a));
         }
         self.after_append(&appended);
         appended
@@ -342,7 +324,7 @@ impl Store {
 
     /// After a record was appended: notes a refused save for health, and wakes the
     /// compactor when the log moved to a new segment and a threshold is crossed.
-    fn after_append(&self, appended: &Result<crate::log::Appended>) {
+    fn after_append(&self, appended: &Result<Appended>) {
         use std::sync::atomic::Ordering;
         let inner = &self.inner;
         let appended = match appended {
@@ -462,8 +444,25 @@ fn look_again<T>(mut open: impl FnMut() -> Result<T>, settled: impl Fn(&T) -> bo
 
 /// A segment file listed a moment ago is gone: a writer's compaction removed it.
 fn vanished(error: &Error) -> bool {
-    matches!(error, Error::Io { op: "open segment", source, .. }
+    matches!(error, Error::Io { kind: IoKind::OpenSegment, source, .. }
         if source.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// What [`Store::verify`] checks beyond recovery's replay: a checkpoint's data decompresses and
+/// is JSON (the replay reads only its envelope). Job events and snapshots the replay parsed
+/// whole already.
+fn check_checkpoint_data(record: &RecordRef<'_>) -> Result<(), RecordError> {
+    let Contents::Checkpoint(checkpoint) = record.contents() else {
+        return Ok(());
+    };
+    let json = checkpoint.decode()?.data_json;
+    serde_json::from_slice::<serde::de::IgnoredAny>(&json).map_err(|source| {
+        RecordError::InvalidJson {
+            seq: record.seq(),
+            source,
+        }
+    })?;
+    Ok(())
 }
 
 fn log_report(dir: &Path, report: &RecoveryReport) {
@@ -495,89 +494,5 @@ fn log_report(dir: &Path, report: &RecoveryReport) {
     }
     for note in &report.notes {
         tracing::info!(%dir, %note, "cairn: recovery note");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::Ordering;
-
-    use super::*;
-    use crate::storage::faulty::FaultyStorage;
-
-    fn faulty_store(dir: &Path, options: Options) -> (Store, Arc<crate::storage::faulty::Faults>) {
-        let storage = FaultyStorage::default();
-        let faults = storage.faults.clone();
-        (
-            Store::open_on(Arc::new(storage), dir, options, false).unwrap(),
-            faults,
-        )
-    }
-
-    #[test]
-    fn a_failed_sync_poisons_the_store_and_loses_nothing_acknowledged() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, faults) = faulty_store(dir.path(), Options::default());
-        for i in 0..10 {
-            store.save("job", "p", &i).unwrap();
-        }
-        faults.fail_sync.store(true, Ordering::SeqCst);
-        let err = store.save("job", "p", &10).expect_err("sync fails");
-        assert!(matches!(err, Error::Poisoned { .. }), "{err}");
-        assert!(err.to_string().contains("close and re-open"), "{err}");
-        // The failure is not retried blindly, even once the disk would work again.
-        faults.fail_sync.store(false, Ordering::SeqCst);
-        assert!(matches!(
-            store.save("job", "p", &11),
-            Err(Error::Poisoned { .. })
-        ));
-        assert!(matches!(store.flush(), Err(Error::Poisoned { .. })));
-        drop(store);
-        let store = Store::open(dir.path()).unwrap();
-        let history = store.history("job").unwrap();
-        let values: Vec<_> = history.iter().map(|c| c.data.as_u64().unwrap()).collect();
-        assert_eq!(&values[..10], &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
-        assert!(
-            values.len() <= 11,
-            "only the failed save may be there besides: {values:?}"
-        );
-    }
-
-    #[test]
-    fn a_full_disk_at_rollover_is_a_clear_error_and_the_store_carries_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = Options::default().segment_size(64 * 1024);
-        let (store, faults) = faulty_store(dir.path(), options.clone());
-        let payload = "x".repeat(1000);
-        let mut acknowledged = 0;
-        faults.disk_full.store(true, Ordering::SeqCst);
-        let err = loop {
-            match store.save("job", "p", &payload) {
-                Ok(_) => acknowledged += 1,
-                Err(err) => break err,
-            }
-        };
-        assert!(
-            matches!(
-                err,
-                Error::DiskFull {
-                    needed_bytes: 65536,
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        assert!(err.to_string().contains("free space and retry"), "{err}");
-        assert_eq!(store.segment_count(), 1);
-        faults.disk_full.store(false, Ordering::SeqCst);
-        store
-            .save("job", "p", &payload)
-            .expect("works again once space is free");
-        acknowledged += 1;
-        assert_eq!(store.segment_count(), 2);
-        drop(store);
-        let store = Store::open_with(dir.path(), options).unwrap();
-        assert!(store.recovery_report().is_clean());
-        assert_eq!(store.history("job").unwrap().len(), acknowledged);
     }
 }

@@ -1,0 +1,36 @@
+//! Helpers shared by the integration tests. Each test file declares `mod common;` and uses
+//! what it needs: the options most tests run with here; running the `cairn` binary in
+//! [`cli`]; re-running a test binary as a child process in [`child`]; one test body on the
+//! real file system and on the simulated disk in [`disk`]; seeds and random numbers in
+//! [`rng`]; store files and the record layout of segment images (docs/FORMAT.md) in
+//! [`files`]; the simulated disk's store in [`sim`].
+
+// Every test file is a crate of its own that compiles all of this module but uses only some
+// of it, so each would warn about the helpers it does not use: the usual allowance for shared
+// integration-test helpers.
+#![allow(dead_code)]
+
+use cairn::{AutoCompact, Options};
+
+pub mod child;
+#[cfg(feature = "cli")]
+pub mod cli;
+pub mod disk;
+pub mod files;
+pub mod rng;
+pub mod sim;
+
+/// The segment size of most tests: 64 KiB (the smallest allowed), so that a few saves roll
+/// the log over to a new segment.
+pub const SEGMENT_BYTES: u64 = 64 * 1024;
+
+/// Default options but 64 KiB segments.
+pub fn small_segments() -> Options {
+    Options::default().segment_size(SEGMENT_BYTES)
+}
+
+/// 64 KiB segments and no background compaction: the store keeps every record until the test
+/// compacts.
+pub fn options() -> Options {
+    small_segments().auto_compact(AutoCompact::disabled())
+}

@@ -10,7 +10,7 @@
 // integration-test helpers.
 #![allow(dead_code)]
 
-use cairn::{AutoCompact, Options};
+use cairn::{AutoCompact, Options, Retention};
 
 pub mod child;
 #[cfg(feature = "cli")]
@@ -33,4 +33,10 @@ pub fn small_segments() -> Options {
 /// compacts.
 pub fn options() -> Options {
     small_segments().auto_compact(AutoCompact::disabled())
+}
+
+/// 64 KiB segments; the background compactor runs (after a few segments) but keeps every
+/// checkpoint, so that the test can expect every acknowledged save.
+pub fn keep_every_checkpoint() -> Options {
+    small_segments().retention(Retention::default().keep_last(usize::MAX))
 }

@@ -5,73 +5,24 @@
 //! segment's end; savers were acknowledged before the mark proving their sync existed; a
 //! save whose mark found no room was acknowledged without proof) and pass since the fixes.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cairn::testing::{self, CrashMode, SimDisk, Step};
-use cairn::{AutoCompact, Error, FindingKind, Options, Store};
+use cairn::testing::{CrashMode, SimDisk, Step};
+use cairn::{Error, FindingKind, Store};
 use serde_json::{Value, json};
 
-const DIR: &str = "/sim/store";
-const SEGMENT: u64 = 64 * 1024;
-const HEADER: usize = 64;
+use common::files::{CHECKPOINT, MARK, RECORD_HEADER_BYTES, records};
+use common::sim::{self, segment_path};
+use common::{SEGMENT_BYTES, options};
+
 /// Room the writer keeps after every record: two marks and a seal (FORMAT.md, "Finding the
 /// end of valid data").
 const RESERVE: usize = 96;
-const RECORD_HEADER: usize = 32;
-
-fn options() -> Options {
-    Options::default()
-        .segment_size(SEGMENT)
-        .auto_compact(AutoCompact::disabled())
-}
-
-fn segment_path(id: u64) -> PathBuf {
-    Path::new(DIR).join(format!("{id:020}.seg"))
-}
-
-/// A record as its header says, found by walking a segment image from its header.
-#[derive(Debug, Clone, Copy)]
-struct Walked {
-    offset: usize,
-    seq: u64,
-    durable_seq: u64,
-    body_len: usize,
-    kind: u8,
-}
-
-impl Walked {
-    fn end(&self) -> usize {
-        self.offset + (RECORD_HEADER + self.body_len).next_multiple_of(8)
-    }
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
-}
-
-/// Walks the records of a segment image (no checksum checks: the image is known good).
-fn walk(bytes: &[u8]) -> Vec<Walked> {
-    let mut out = Vec::new();
-    let mut pos = HEADER;
-    while pos + RECORD_HEADER <= bytes.len() && bytes[pos..pos + RECORD_HEADER] != [0; 32] {
-        let record = Walked {
-            offset: pos,
-            seq: u64_at(bytes, pos + 8),
-            durable_seq: u64_at(bytes, pos + 16),
-            body_len: u32::from_le_bytes(bytes[pos + 24..pos + 28].try_into().unwrap()) as usize,
-            kind: bytes[pos + 28],
-        };
-        pos = record.end();
-        out.push(record);
-    }
-    out
-}
-
-const MARK: u8 = 5;
-const CHECKPOINT: u8 = 1;
 
 /// Data of exactly `len` bytes of JSON (a string), so record sizes can be planned.
 fn sized(len: usize) -> Value {
@@ -94,7 +45,7 @@ fn the_largest_accepted_payload_is_saved_without_a_panic() {
     // The body of a checkpoint of job "j", phase "p" is its JSON plus a small envelope; try
     // every JSON length around the limit.
     let mut outcomes = Vec::new();
-    for len in (SEGMENT as usize - 260)..(SEGMENT as usize - 100) {
+    for len in (SEGMENT_BYTES as usize - 260)..(SEGMENT_BYTES as usize - 100) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_with(dir.path(), options.clone()).unwrap();
         let saved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -142,7 +93,7 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 #[test]
 fn two_leaders_never_need_more_than_the_reserved_room_for_marks() {
     let disk = SimDisk::new();
-    let store = Arc::new(testing::open(&disk, Path::new(DIR), options(), false).unwrap());
+    let store = Arc::new(sim::open(&disk, options()).unwrap());
     let image = || disk.read_file(&segment_path(1)).unwrap();
     // Fill segment 1 so that about 1 KiB is left; measure the checkpoint envelope.
     let pad = 1000;
@@ -150,27 +101,27 @@ fn two_leaders_never_need_more_than_the_reserved_room_for_marks() {
     loop {
         store.save("j", "p", &sized(pad)).unwrap();
         n += 1;
-        let records = walk(&image());
-        let end = records.last().unwrap().end();
-        if (SEGMENT as usize) - end < 1700 {
+        let walked = records(&image());
+        let end = walked.last().unwrap().end();
+        if (SEGMENT_BYTES as usize) - end < 1700 {
             break;
         }
     }
-    let records = walk(&image());
-    let last_checkpoint = records.iter().rev().find(|r| r.kind == CHECKPOINT).unwrap();
+    let walked = records(&image());
+    let last_checkpoint = walked.iter().rev().find(|r| r.kind == CHECKPOINT).unwrap();
     let envelope = last_checkpoint.body_len - pad;
-    let end = records.last().unwrap().end();
+    let end = walked.last().unwrap().end();
     assert_eq!(
-        records.last().unwrap().kind,
+        walked.last().unwrap().kind,
         MARK,
         "Sync mode marks every save"
     );
     // Save a: small. Save b: ends exactly where the reserve for marks and the seal starts.
     let a_len = 100;
-    let a_end = end + (RECORD_HEADER + envelope + a_len).next_multiple_of(8);
-    let b_padded = SEGMENT as usize - RESERVE - a_end;
+    let a_end = end + (RECORD_HEADER_BYTES + envelope + a_len).next_multiple_of(8);
+    let b_padded = SEGMENT_BYTES as usize - RESERVE - a_end;
     assert_eq!(b_padded % 8, 0);
-    let b_len = b_padded - RECORD_HEADER - envelope;
+    let b_len = b_padded - RECORD_HEADER_BYTES - envelope;
     assert!(b_len > 300, "setup: {b_len}");
 
     // The hook: the first sync (leader 1, save a) waits to be released; the second (leader 2,
@@ -211,14 +162,14 @@ fn two_leaders_never_need_more_than_the_reserved_room_for_marks() {
     in_sync_rx.recv().unwrap();
     let leader_2 = saver(b_len);
     eventually("save b is written", || {
-        walk(&image())
+        records(&image())
             .iter()
             .any(|r| r.seq == n as u64 + 2 && r.kind == CHECKPOINT)
     });
-    let b = *walk(&image()).last().unwrap();
+    let b = *records(&image()).last().unwrap();
     assert_eq!(
         b.end(),
-        SEGMENT as usize - RESERVE,
+        SEGMENT_BYTES as usize - RESERVE,
         "setup: save b ends at the reserve"
     );
     release_tx.send(()).unwrap();
@@ -237,7 +188,7 @@ fn two_leaders_never_need_more_than_the_reserved_room_for_marks() {
     );
     // Both saves survive a crash of the process, and the log still rolls over.
     let crashed = disk.crash(CrashMode::KeepUnsynced, 3);
-    let reopened = testing::open(&crashed, Path::new(DIR), options(), false).unwrap();
+    let reopened = sim::open(&crashed, options()).unwrap();
     assert_eq!(reopened.latest("j").unwrap().unwrap().seq, b.seq);
     reopened.save("j", "p", &sized(2000)).unwrap();
     assert_eq!(reopened.segment_count(), 2);
@@ -250,7 +201,7 @@ fn two_leaders_never_need_more_than_the_reserved_room_for_marks() {
 /// Flips one bit of the JSON of the record numbered `seq` in a segment image of `disk`.
 fn flip_bit_in_record(disk: &SimDisk, path: &Path, seq: u64) {
     let mut bytes = disk.read_file(path).unwrap();
-    let record = walk(&bytes)
+    let record = records(&bytes)
         .into_iter()
         .find(|r| r.seq == seq && r.kind == CHECKPOINT)
         .unwrap();
@@ -274,7 +225,7 @@ fn a_waiter_is_acknowledged_only_once_its_proof_is_written() {
 /// One run of the scenario above; returns what went wrong, if anything.
 fn acknowledged_without_proof(run: u64) -> Option<String> {
     let disk = SimDisk::new();
-    let store = Arc::new(testing::open(&disk, Path::new(DIR), options(), false).unwrap());
+    let store = Arc::new(sim::open(&disk, options()).unwrap());
     store.save("j0", "p", &json!({"i": 0})).unwrap();
     let image = || disk.read_file(&segment_path(1)).unwrap();
     let (in_sync_tx, in_sync_rx) = mpsc::channel::<()>();
@@ -295,7 +246,7 @@ fn acknowledged_without_proof(run: u64) -> Option<String> {
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(5) {
                 let bytes = disk.read_file(&segment_path(1)).unwrap();
-                if walk(&bytes)
+                if records(&bytes)
                     .last()
                     .is_some_and(|r| r.kind == MARK && r.durable_seq == 2)
                 {
@@ -315,11 +266,11 @@ fn acknowledged_without_proof(run: u64) -> Option<String> {
     in_sync_rx.recv().unwrap();
     let a = saver("ja");
     eventually("save a is written", || {
-        walk(&image()).iter().any(|r| r.seq == 3)
+        records(&image()).iter().any(|r| r.seq == 3)
     });
     let b = saver("jb");
     eventually("save b is written", || {
-        walk(&image()).iter().any(|r| r.seq == 4)
+        records(&image()).iter().any(|r| r.seq == 4)
     });
     release_tx.send(()).unwrap();
     // Leader 1's own save was proven before leader 2 failed; it may still see the poison
@@ -337,7 +288,7 @@ fn acknowledged_without_proof(run: u64) -> Option<String> {
     for seq in acked {
         let copy = crashed.crash(CrashMode::KeepUnsynced, run);
         flip_bit_in_record(&copy, &segment_path(1), seq);
-        match testing::open(&copy, Path::new(DIR), options(), false) {
+        match sim::open(&copy, options()) {
             Err(err) if err.is_corruption() => {}
             Err(err) => return Some(format!("unexpected error {err}")),
             Ok(store) => {
@@ -369,7 +320,7 @@ fn power_loss_during_concurrent_saves_and_rollovers_keeps_every_acknowledged_sav
     type Saves = Vec<(String, u64, Value)>;
     type Acked = Arc<Mutex<Saves>>;
     let disk = SimDisk::new();
-    let store = Arc::new(testing::open(&disk, Path::new(DIR), options(), false).unwrap());
+    let store = Arc::new(sim::open(&disk, options()).unwrap());
     let acked: Acked = Arc::new(Mutex::new(Vec::new()));
     let images: Arc<Mutex<Vec<(SimDisk, Saves)>>> = Arc::default();
     {
@@ -412,7 +363,7 @@ fn power_loss_during_concurrent_saves_and_rollovers_keeps_every_acknowledged_sav
     let images = std::mem::take(&mut *images.lock().unwrap());
     assert!(images.len() > 60, "{}", images.len());
     for (n, (image, known)) in images.into_iter().enumerate() {
-        let reopened = testing::open(&image, Path::new(DIR), options(), false)
+        let reopened = sim::open(&image, options())
             .unwrap_or_else(|e| panic!("image {n}: the default open refuses: {e}"));
         for (job, seq, data) in &known {
             let history = reopened.history(job).unwrap();
@@ -443,26 +394,26 @@ fn power_loss_during_concurrent_saves_and_rollovers_keeps_every_acknowledged_sav
 #[test]
 fn a_save_acknowledged_without_room_for_its_mark_is_still_proven_after_a_crash() {
     let disk = SimDisk::new();
-    let store = Arc::new(testing::open(&disk, Path::new(DIR), options(), false).unwrap());
+    let store = Arc::new(sim::open(&disk, options()).unwrap());
     let image = || disk.read_file(&segment_path(1)).unwrap();
     // Fill segment 1 so that about 1.7 KiB are left; measure the checkpoint envelope.
     let pad = 1000;
     loop {
         store.save("j", "p", &sized(pad)).unwrap();
-        let end = walk(&image()).last().unwrap().end();
-        if (SEGMENT as usize) - end < 1700 {
+        let end = records(&image()).last().unwrap().end();
+        if (SEGMENT_BYTES as usize) - end < 1700 {
             break;
         }
     }
-    let records = walk(&image());
-    let last_checkpoint = records.iter().rev().find(|r| r.kind == CHECKPOINT).unwrap();
+    let walked = records(&image());
+    let last_checkpoint = walked.iter().rev().find(|r| r.kind == CHECKPOINT).unwrap();
     let envelope = last_checkpoint.body_len - pad;
-    let end = records.last().unwrap().end();
+    let end = walked.last().unwrap().end();
     // Save a: small. Save b: ends exactly where the reserve for marks and the seal starts.
     let a_len = 100;
-    let a_end = end + (RECORD_HEADER + envelope + a_len).next_multiple_of(8);
-    let b_padded = SEGMENT as usize - RESERVE - a_end;
-    let b_len = b_padded - RECORD_HEADER - envelope;
+    let a_end = end + (RECORD_HEADER_BYTES + envelope + a_len).next_multiple_of(8);
+    let b_padded = SEGMENT_BYTES as usize - RESERVE - a_end;
+    let b_len = b_padded - RECORD_HEADER_BYTES - envelope;
     assert!(b_padded.is_multiple_of(8) && b_len > 300, "setup: {b_len}");
 
     // The first sync (leader 1, save a) waits to be released; the second (leader 2, save b)
@@ -499,15 +450,15 @@ fn a_save_acknowledged_without_room_for_its_mark_is_still_proven_after_a_crash()
     in_sync_rx.recv().unwrap();
     let leader_2 = saver(b_len);
     eventually("save b is written", || {
-        walk(&image())
+        records(&image())
             .last()
-            .is_some_and(|r| r.kind == CHECKPOINT && r.end() == SEGMENT as usize - RESERVE)
+            .is_some_and(|r| r.kind == CHECKPOINT && r.end() == SEGMENT_BYTES as usize - RESERVE)
     });
     release_tx.send(()).unwrap();
     leader_1.join().unwrap().expect("save a");
     let b_seq = leader_2.join().unwrap().expect("save b is acknowledged");
     disk.clear_hook();
-    let tail = walk(&image());
+    let tail = records(&image());
     let b = *tail
         .iter()
         .find(|r| r.seq == b_seq && r.kind == CHECKPOINT)
@@ -526,7 +477,7 @@ fn a_save_acknowledged_without_room_for_its_mark_is_still_proven_after_a_crash()
     bytes[b.end() - 9] ^= 0x10;
     crashed.overwrite_file(&segment_path(1), bytes);
 
-    match testing::open(&crashed, Path::new(DIR), options(), false) {
+    match sim::open(&crashed, options()) {
         Err(error) => assert!(error.is_corruption(), "a clear corruption error: {error}"),
         Ok(reopened) => {
             let latest = reopened.latest("j").unwrap().map(|c| c.seq);

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use common::files::{CHECKPOINT, MARK, RECORD_HEADER_BYTES, records};
 use common::sim::{self, segment_path};
-use common::{SEGMENT_BYTES, options};
+use common::{SEGMENT_BYTES, options, wait_for};
 
 /// Room the writer keeps after every record: two marks and a seal (FORMAT.md, "Finding the
 /// end of valid data").
@@ -71,18 +71,6 @@ fn the_largest_accepted_payload_is_saved_without_a_panic() {
 // ---------------------------------------------------------------------------------------------
 // Finding B: two marks in a row (two group-commit leaders), panic at the end of a segment.
 // ---------------------------------------------------------------------------------------------
-
-/// Polls `cond` for up to ten seconds.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
 
 /// Leader 1 syncs save `a`; meanwhile save `b` is appended. Leader 1 then writes the mark
 /// proving `a` after `b`; leader 2 syncs `b` and writes a second mark right after the first,
@@ -161,7 +149,7 @@ fn two_leaders_never_need_more_than_the_reserved_room_for_marks() {
     let leader_1 = saver(a_len);
     in_sync_rx.recv().unwrap();
     let leader_2 = saver(b_len);
-    eventually("save b is written", || {
+    wait_for("save b is written", || {
         records(&image())
             .iter()
             .any(|r| r.seq == n as u64 + 2 && r.kind == CHECKPOINT)
@@ -265,11 +253,11 @@ fn acknowledged_without_proof(run: u64) -> Option<String> {
     let leader_1 = saver("j1");
     in_sync_rx.recv().unwrap();
     let a = saver("ja");
-    eventually("save a is written", || {
+    wait_for("save a is written", || {
         records(&image()).iter().any(|r| r.seq == 3)
     });
     let b = saver("jb");
-    eventually("save b is written", || {
+    wait_for("save b is written", || {
         records(&image()).iter().any(|r| r.seq == 4)
     });
     release_tx.send(()).unwrap();
@@ -449,7 +437,7 @@ fn a_save_acknowledged_without_room_for_its_mark_is_still_proven_after_a_crash()
     let leader_1 = saver(a_len);
     in_sync_rx.recv().unwrap();
     let leader_2 = saver(b_len);
-    eventually("save b is written", || {
+    wait_for("save b is written", || {
         records(&image())
             .last()
             .is_some_and(|r| r.kind == CHECKPOINT && r.end() == SEGMENT_BYTES as usize - RESERVE)

@@ -10,6 +10,8 @@
 // integration-test helpers.
 #![allow(dead_code)]
 
+use std::time::{Duration, Instant};
+
 use cairn::{AutoCompact, Options, Retention};
 
 pub mod child;
@@ -39,4 +41,17 @@ pub fn options() -> Options {
 /// checkpoint, so that the test can expect every acknowledged save.
 pub fn keep_every_checkpoint() -> Options {
     small_segments().retention(Retention::default().keep_last(usize::MAX))
+}
+
+/// Polls `done` until it holds, for at most a minute (what it waits for happens in another
+/// thread); panics naming `what` when it never does.
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "gave up waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }

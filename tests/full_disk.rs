@@ -36,6 +36,7 @@ use serde_json::{Value, json};
 
 use common::child::{KillOnDrop, this_test};
 use common::cli::command;
+use common::files::segment_files;
 
 /// Set to `1` to turn a missing tool, root or loop device into a failure.
 const REQUIRE_ENV: &str = "CAIRN_REQUIRE_FS_TESTS";
@@ -712,13 +713,7 @@ fn allocated_bytes(path: &Path) -> u64 {
 }
 
 fn newest_segment(dir: &Path) -> PathBuf {
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("list store")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    segments.sort();
-    segments.pop().expect("a segment")
+    segment_files(dir).pop().expect("a segment")
 }
 
 fn a_hole_in_the_tail_is_reserved_again_or_the_open_fails(mounted: &Mounted, fs: &str) {

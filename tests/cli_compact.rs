@@ -7,22 +7,18 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use cairn::{Durability, Options, Store};
+use cairn::Store;
 use serde_json::{Value, json};
 
 use common::cli::{BIN, cairn, run, spawn_holding_writer, store_dir};
 use common::files::snapshot;
-
-/// 64 KiB segments, no background compaction, and no syncs (the tests close their stores).
-fn options() -> Options {
-    common::options().durability(Durability::OsOnly)
-}
+use common::unsynced_options;
 
 /// Builds a store of `jobs` jobs that each saved `saves` checkpoints of about 1.5 KiB in
 /// turn, with a run started now and then (job events for the snapshot to fold): many
 /// superseded checkpoints over many segments.
 fn superseded_store(dir: &Path, jobs: usize, saves: usize) {
-    let store = Store::open_with(dir, options()).expect("open");
+    let store = Store::open_with(dir, unsynced_options()).expect("open");
     let pad = "x".repeat(1500);
     for n in 0..saves {
         for j in 0..jobs {
@@ -42,7 +38,7 @@ fn superseded_store(dir: &Path, jobs: usize, saves: usize) {
 /// start another. That segment is never compacted, so afterwards all the history of the
 /// jobs saved before is in sealed segments, where retention applies to it.
 fn seal_history(dir: &Path) {
-    let store = Store::open_with(dir, options()).expect("open");
+    let store = Store::open_with(dir, unsynced_options()).expect("open");
     let pad = "y".repeat(1500);
     for f in 0..60 {
         store

@@ -166,17 +166,12 @@ fn a_job_event_over_the_event_limit_is_refused() {
 /// The same scenarios on the simulated disk, with faults.
 mod sim {
     use cairn::testing::{Fault, SimDisk, Step};
-    use cairn::{AutoCompact, Durability, Options, Retention, Store};
+    use cairn::{AutoCompact, Retention, Store};
     use serde_json::json;
 
     use crate::common::SEGMENT_BYTES;
     use crate::common::sim::open;
-    use crate::common::wait_for;
-
-    /// 64 KiB segments, no background compaction and no syncs.
-    fn options() -> Options {
-        crate::common::options().durability(Durability::OsOnly)
-    }
+    use crate::common::{unsynced_options, wait_for};
 
     fn compacting_files(disk: &SimDisk) -> Vec<String> {
         disk.file_names()
@@ -186,7 +181,7 @@ mod sim {
             .collect()
     }
 
-    fn segment_files(disk: &SimDisk) -> usize {
+    fn segment_file_count(disk: &SimDisk) -> usize {
         disk.file_names()
             .iter()
             .filter(|p| p.extension().is_some_and(|e| e == "seg"))
@@ -218,7 +213,8 @@ mod sim {
     fn a_failed_compaction_leaves_no_temporary_file_and_no_reservation() {
         // Before: about 5 segments of 64 KiB. The compacted file takes about 4 of them, so a
         // reservation left behind (5 + 4 + 1 > 7) would refuse the saves that fit (5 + 1 + 1).
-        let limited = || options().retention(Retention::default().max_bytes(7 * SEGMENT_BYTES));
+        let limited =
+            || unsynced_options().retention(Retention::default().max_bytes(7 * SEGMENT_BYTES));
         let faults = (1..=6).flat_map(|n| {
             [
                 Fault::FailWrite(n),
@@ -255,7 +251,7 @@ mod sim {
     #[test]
     fn a_failed_removal_after_the_commit_is_a_successful_compaction() {
         let disk = SimDisk::new();
-        let store = open(&disk, options()).unwrap();
+        let store = open(&disk, unsynced_options()).unwrap();
         fill(&store);
         let before: Vec<_> = (0..50)
             .map(|i| store.latest(&format!("job-{i:02}")).unwrap().unwrap())
@@ -267,7 +263,7 @@ mod sim {
         assert_eq!(report.replaced_files_left, 1, "{report:?}");
         assert_eq!(store.metrics().poisoned, None);
         // Readers use the compacted segment; the file left behind is not one of the store's.
-        assert_eq!(segment_files(&disk), store.segment_count() + 1);
+        assert_eq!(segment_file_count(&disk), store.segment_count() + 1);
         for (i, checkpoint) in before.iter().enumerate() {
             let latest = store.latest(&format!("job-{i:02}")).unwrap().unwrap();
             assert_eq!(
@@ -280,8 +276,8 @@ mod sim {
             .unwrap();
         drop(store);
         // The next writer removes the replaced file.
-        let store = open(&disk, options()).unwrap();
-        assert_eq!(segment_files(&disk), store.segment_count());
+        let store = open(&disk, unsynced_options()).unwrap();
+        assert_eq!(segment_file_count(&disk), store.segment_count());
         assert_eq!(store.latest("job-00").unwrap().unwrap().seq, seq);
         assert_eq!(store.history("job-01").unwrap().len(), 1);
     }
@@ -289,7 +285,7 @@ mod sim {
     #[test]
     fn a_failing_background_compaction_is_reported_and_the_compactor_carries_on() {
         let disk = SimDisk::new();
-        let auto = options().auto_compact(AutoCompact::default().segments(3));
+        let auto = unsynced_options().auto_compact(AutoCompact::default().segments(3));
         let store = open(&disk, auto).unwrap();
         let mut i = 0;
         let mut save_until = |segments: usize| {
@@ -332,7 +328,7 @@ mod sim {
     #[test]
     fn a_panicking_background_compaction_is_caught_and_reported() {
         let disk = SimDisk::new();
-        let auto = options().auto_compact(AutoCompact::default().segments(3));
+        let auto = unsynced_options().auto_compact(AutoCompact::default().segments(3));
         let store = open(&disk, auto).unwrap();
         disk.set_hook(|_, step| {
             if step == Step::Create && std::thread::current().name() == Some("cairn-compactor") {

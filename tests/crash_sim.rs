@@ -23,7 +23,7 @@ use cairn::{ErrorContext, JobEvent, JobState, JobStatus, Store, Trigger};
 use serde_json::{Value, json};
 
 // Background compaction stays off: this test keeps every save in its model
-// (tests/crash_sim_compaction.rs crashes compactions).
+// (tests/crash_sim_compaction/ crashes compactions).
 use common::options;
 use common::rng::{env_u64, xorshift};
 use common::sim::{self, segment_images};

@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use cairn::{AutoCompact, Options, Retention};
+use cairn::{AutoCompact, Durability, Options, Retention};
 
 pub mod child;
 #[cfg(feature = "cli")]
@@ -35,6 +35,11 @@ pub fn small_segments() -> Options {
 /// compacts.
 pub fn options() -> Options {
     small_segments().auto_compact(AutoCompact::disabled())
+}
+
+/// [`options`] without syncs (`Durability::OsOnly`), for tests that close their stores.
+pub fn unsynced_options() -> Options {
+    options().durability(Durability::OsOnly)
 }
 
 /// 64 KiB segments; the background compactor runs (after a few segments) but keeps every

@@ -72,25 +72,26 @@ fn the_largest_accepted_payload_is_saved_without_a_panic() {
 // Finding B: two marks in a row (two group-commit leaders), panic at the end of a segment.
 // ---------------------------------------------------------------------------------------------
 
-/// Leader 1 syncs save `a`; meanwhile save `b` is appended. Leader 1 then writes the mark
-/// proving `a` after `b`; leader 2 syncs `b` and writes a second mark right after the first,
-/// with no record in between. `Writer::append_mark` assumes at most one mark follows a record
-/// ("a later mark would have to prove more, which needs a new record": but record `b` was
-/// written before the first mark), so when `b` ends exactly at the mark + seal reserve the
-/// second mark does not fit and the assert panics in the saver of `b`.
-#[test]
-fn two_leaders_never_need_more_than_the_reserved_room_for_marks() {
-    let disk = SimDisk::new();
-    let store = Arc::new(sim::open(&disk, options()).unwrap());
-    let image = || disk.read_file(&segment_path(1)).unwrap();
-    // Fill segment 1 so that about 1 KiB is left; measure the checkpoint envelope.
+/// Two saves that fill the rest of segment 1: `a` small, `b` ending exactly where the room
+/// reserved for marks and the seal starts, so that leader 1's mark for `a` lands at `mark_at`,
+/// right after `b`.
+struct TwoSaves {
+    /// Saves made to fill segment 1 first.
+    saves_before: u64,
+    a_len: usize,
+    b_len: usize,
+    mark_at: usize,
+}
+
+/// Fills segment 1 of `store` (whose image `image` reads) until about 1.7 KiB are left,
+/// measures the checkpoint envelope, and plans the two saves.
+fn plan_two_saves(store: &Store, image: impl Fn() -> Vec<u8>) -> TwoSaves {
     let pad = 1000;
-    let mut n = 0;
+    let mut saves_before = 0;
     loop {
         store.save("j", "p", &sized(pad)).unwrap();
-        n += 1;
-        let walked = records(&image());
-        let end = walked.last().unwrap().end();
+        saves_before += 1;
+        let end = records(&image()).last().unwrap().end();
         if (SEGMENT_BYTES as usize) - end < 1700 {
             break;
         }
@@ -104,21 +105,27 @@ fn two_leaders_never_need_more_than_the_reserved_room_for_marks() {
         MARK,
         "Sync mode marks every save"
     );
-    // Save a: small. Save b: ends exactly where the reserve for marks and the seal starts.
     let a_len = 100;
     let a_end = end + (RECORD_HEADER_BYTES + envelope + a_len).next_multiple_of(8);
     let b_padded = SEGMENT_BYTES as usize - RESERVE - a_end;
-    assert_eq!(b_padded % 8, 0);
     let b_len = b_padded - RECORD_HEADER_BYTES - envelope;
-    assert!(b_len > 300, "setup: {b_len}");
+    assert!(b_padded.is_multiple_of(8) && b_len > 300, "setup: {b_len}");
+    TwoSaves {
+        saves_before,
+        a_len,
+        b_len,
+        mark_at: a_end + b_padded,
+    }
+}
 
-    // The hook: the first sync (leader 1, save a) waits to be released; the second (leader 2,
-    // save b) waits until leader 1's mark is in the file.
+/// Holds the first two syncs of `disk`: the first (leader 1's, of save `a`) says so on the
+/// returned receiver and waits for the returned sender; the second (leader 2's, of save `b`)
+/// waits until leader 1's mark is in the file at `mark_at`.
+fn hold_two_leaders(disk: &SimDisk, mark_at: usize) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
     let (in_sync_tx, in_sync_rx) = mpsc::channel::<()>();
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let release_rx = Mutex::new(release_rx);
     let mut syncs = 0;
-    let mark_at = a_end + b_padded;
     disk.set_hook(move |disk, step| {
         if step != Step::Sync {
             return;
@@ -138,6 +145,27 @@ fn two_leaders_never_need_more_than_the_reserved_room_for_marks() {
             }
         }
     });
+    (in_sync_rx, release_tx)
+}
+
+/// Leader 1 syncs save `a`; meanwhile save `b` is appended. Leader 1 then writes the mark
+/// proving `a` after `b`; leader 2 syncs `b` and writes a second mark right after the first,
+/// with no record in between. `Writer::append_mark` assumes at most one mark follows a record
+/// ("a later mark would have to prove more, which needs a new record": but record `b` was
+/// written before the first mark), so when `b` ends exactly at the mark + seal reserve the
+/// second mark does not fit and the assert panics in the saver of `b`.
+#[test]
+fn two_leaders_never_need_more_than_the_reserved_room_for_marks() {
+    let disk = SimDisk::new();
+    let store = Arc::new(sim::open(&disk, options()).unwrap());
+    let image = || disk.read_file(&segment_path(1)).unwrap();
+    let TwoSaves {
+        saves_before: n,
+        a_len,
+        b_len,
+        mark_at,
+    } = plan_two_saves(&store, image);
+    let (in_sync_rx, release_tx) = hold_two_leaders(&disk, mark_at);
     let saver = |len: usize| {
         let store = store.clone();
         std::thread::spawn(move || {
@@ -152,7 +180,7 @@ fn two_leaders_never_need_more_than_the_reserved_room_for_marks() {
     wait_for("save b is written", || {
         records(&image())
             .iter()
-            .any(|r| r.seq == n as u64 + 2 && r.kind == CHECKPOINT)
+            .any(|r| r.seq == n + 2 && r.kind == CHECKPOINT)
     });
     let b = *records(&image()).last().unwrap();
     assert_eq!(
@@ -216,35 +244,7 @@ fn acknowledged_without_proof(run: u64) -> Option<String> {
     let store = Arc::new(sim::open(&disk, options()).unwrap());
     store.save("j0", "p", &json!({"i": 0})).unwrap();
     let image = || disk.read_file(&segment_path(1)).unwrap();
-    let (in_sync_tx, in_sync_rx) = mpsc::channel::<()>();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let release_rx = Mutex::new(release_rx);
-    let mut syncs = 0;
-    disk.set_hook(move |disk, step| {
-        if step != Step::Sync {
-            return;
-        }
-        syncs += 1;
-        if syncs == 1 {
-            in_sync_tx.send(()).unwrap();
-            release_rx.lock().unwrap().recv().unwrap();
-        } else if syncs == 2 {
-            // Leader 2 is syncing saves a and b. Once leader 1's mark is written (it races
-            // with this sync), the next write is leader 2's mark: make it fail.
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(5) {
-                let bytes = disk.read_file(&segment_path(1)).unwrap();
-                if records(&bytes)
-                    .last()
-                    .is_some_and(|r| r.kind == MARK && r.durable_seq == 2)
-                {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            disk.inject(cairn::testing::Fault::FailWrite(1));
-        }
-    });
+    let (in_sync_rx, release_tx) = fail_the_mark_of_leader_2(&disk);
     let saver = |job: &'static str| {
         let store = store.clone();
         std::thread::spawn(move || store.save(job, "p", &json!({"job": job})))
@@ -273,28 +273,68 @@ fn acknowledged_without_proof(run: u64) -> Option<String> {
     let acked: Vec<u64> = [a, b].into_iter().filter_map(Result::ok).collect();
     let crashed = disk.crash(CrashMode::KeepUnsynced, run);
     drop(store);
-    for seq in acked {
-        let copy = crashed.crash(CrashMode::KeepUnsynced, run);
-        flip_bit_in_record(&copy, &segment_path(1), seq);
-        match sim::open(&copy, options()) {
-            Err(err) if err.is_corruption() => {}
-            Err(err) => return Some(format!("unexpected error {err}")),
-            Ok(store) => {
-                let findings: Vec<FindingKind> = store
-                    .recovery_report()
-                    .findings
-                    .iter()
-                    .map(|f| f.kind)
-                    .collect();
-                let next = store.save("j", "p", &json!({"i": "new"})).unwrap();
-                return Some(format!(
-                    "acknowledged save {seq} was cut off silently after a crash: findings \
-                     {findings:?}, next save numbered {next}"
-                ));
+    acked
+        .into_iter()
+        .find_map(|seq| cut_off_silently(&crashed, seq, run))
+}
+
+/// Holds the first sync of `disk` (leader 1's): it says so on the returned receiver and waits
+/// for the returned sender. The second (leader 2's, of saves a and b) waits until leader 1's
+/// mark is written (it races with this sync), then makes the next write, leader 2's mark,
+/// fail.
+fn fail_the_mark_of_leader_2(disk: &SimDisk) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
+    let (in_sync_tx, in_sync_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let mut syncs = 0;
+    disk.set_hook(move |disk, step| {
+        if step != Step::Sync {
+            return;
+        }
+        syncs += 1;
+        if syncs == 1 {
+            in_sync_tx.send(()).unwrap();
+            release_rx.lock().unwrap().recv().unwrap();
+        } else if syncs == 2 {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                let bytes = disk.read_file(&segment_path(1)).unwrap();
+                if records(&bytes)
+                    .last()
+                    .is_some_and(|r| r.kind == MARK && r.durable_seq == 2)
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
             }
+            disk.inject(cairn::testing::Fault::FailWrite(1));
+        }
+    });
+    (in_sync_rx, release_tx)
+}
+
+/// After a crash (`crashed`), one bit of acknowledged save `seq` flips: the default open must
+/// refuse the store as corrupt. Returns what went wrong if it does not.
+fn cut_off_silently(crashed: &SimDisk, seq: u64, run: u64) -> Option<String> {
+    let copy = crashed.crash(CrashMode::KeepUnsynced, run);
+    flip_bit_in_record(&copy, &segment_path(1), seq);
+    match sim::open(&copy, options()) {
+        Err(err) if err.is_corruption() => None,
+        Err(err) => Some(format!("unexpected error {err}")),
+        Ok(store) => {
+            let findings: Vec<FindingKind> = store
+                .recovery_report()
+                .findings
+                .iter()
+                .map(|f| f.kind)
+                .collect();
+            let next = store.save("j", "p", &json!({"i": "new"})).unwrap();
+            Some(format!(
+                "acknowledged save {seq} was cut off silently after a crash: findings \
+                 {findings:?}, next save numbered {next}"
+            ))
         }
     }
-    None
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -384,52 +424,13 @@ fn a_save_acknowledged_without_room_for_its_mark_is_still_proven_after_a_crash()
     let disk = SimDisk::new();
     let store = Arc::new(sim::open(&disk, options()).unwrap());
     let image = || disk.read_file(&segment_path(1)).unwrap();
-    // Fill segment 1 so that about 1.7 KiB are left; measure the checkpoint envelope.
-    let pad = 1000;
-    loop {
-        store.save("j", "p", &sized(pad)).unwrap();
-        let end = records(&image()).last().unwrap().end();
-        if (SEGMENT_BYTES as usize) - end < 1700 {
-            break;
-        }
-    }
-    let walked = records(&image());
-    let last_checkpoint = walked.iter().rev().find(|r| r.kind == CHECKPOINT).unwrap();
-    let envelope = last_checkpoint.body_len - pad;
-    let end = walked.last().unwrap().end();
-    // Save a: small. Save b: ends exactly where the reserve for marks and the seal starts.
-    let a_len = 100;
-    let a_end = end + (RECORD_HEADER_BYTES + envelope + a_len).next_multiple_of(8);
-    let b_padded = SEGMENT_BYTES as usize - RESERVE - a_end;
-    let b_len = b_padded - RECORD_HEADER_BYTES - envelope;
-    assert!(b_padded.is_multiple_of(8) && b_len > 300, "setup: {b_len}");
-
-    // The first sync (leader 1, save a) waits to be released; the second (leader 2, save b)
-    // waits until leader 1's mark is in the file after b.
-    let (in_sync_tx, in_sync_rx) = mpsc::channel::<()>();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let release_rx = Mutex::new(release_rx);
-    let mut syncs = 0;
-    let mark_at = a_end + b_padded;
-    disk.set_hook(move |disk, step| {
-        if step != Step::Sync {
-            return;
-        }
-        syncs += 1;
-        if syncs == 1 {
-            in_sync_tx.send(()).unwrap();
-            release_rx.lock().unwrap().recv().unwrap();
-        } else if syncs == 2 {
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(5) {
-                let bytes = disk.read_file(&segment_path(1)).unwrap();
-                if bytes[mark_at + 28] == MARK {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-    });
+    let TwoSaves {
+        a_len,
+        b_len,
+        mark_at,
+        ..
+    } = plan_two_saves(&store, image);
+    let (in_sync_rx, release_tx) = hold_two_leaders(&disk, mark_at);
     let saver = |len: usize| {
         let store = store.clone();
         std::thread::spawn(move || store.save("j", "p", &sized(len)))

@@ -574,36 +574,7 @@ fn zeroed_duplicated_and_swapped_blocks_never_yield_wrong_data() {
             BlockDamage::Duplicated,
             BlockDamage::Swapped,
         ][trial % 3];
-        let mut damaged = images.clone();
-        // (file, start, len) of every range written.
-        let mut touched = Vec::new();
-        let (a, b) = (rng.index(files.len()), rng.index(files.len()));
-        let block =
-            |rng: &mut Rng, file: usize| rng.index(valid_ends[file].div_ceil(512) + 1) * 512;
-        match kind {
-            BlockDamage::Zeroed => {
-                let start = rng.index(valid_ends[a]);
-                let len = 1 + rng.index(4096).min(damaged[a].len() - start - 1);
-                damaged[a][start..start + len].fill(0);
-                touched.push((a, start, len));
-            }
-            BlockDamage::Duplicated => {
-                let (from, to) = (block(&mut rng, a), block(&mut rng, b));
-                let source = images[a][from..from + 512].to_vec();
-                damaged[b][to..to + 512].copy_from_slice(&source);
-                touched.push((b, to, 512));
-            }
-            BlockDamage::Swapped => {
-                let (x, y) = (block(&mut rng, a), block(&mut rng, b));
-                let (bx, by) = (
-                    images[a][x..x + 512].to_vec(),
-                    images[b][y..y + 512].to_vec(),
-                );
-                damaged[a][x..x + 512].copy_from_slice(&by);
-                damaged[b][y..y + 512].copy_from_slice(&bx);
-                touched.extend([(a, x, 512), (b, y, 512)]);
-            }
-        }
+        let (damaged, touched) = damage_blocks(kind, &images, &valid_ends, &mut rng);
         let changed_valid_bytes = touched.iter().any(|&(file, start, len)| {
             start < valid_ends[file]
                 && damaged[file][start..start + len] != images[file][start..start + len]
@@ -633,6 +604,45 @@ fn zeroed_duplicated_and_swapped_blocks_never_yield_wrong_data() {
             }
         }
     }
+}
+
+/// The segment `images` with `kind` of damage at places `rng` picks, and the `(file, start,
+/// len)` of every range written.
+fn damage_blocks(
+    kind: BlockDamage,
+    images: &[Vec<u8>],
+    valid_ends: &[usize],
+    rng: &mut Rng,
+) -> (Vec<Vec<u8>>, Vec<(usize, usize, usize)>) {
+    let mut damaged = images.to_vec();
+    let mut touched = Vec::new();
+    let (a, b) = (rng.index(images.len()), rng.index(images.len()));
+    let block = |rng: &mut Rng, file: usize| rng.index(valid_ends[file].div_ceil(512) + 1) * 512;
+    match kind {
+        BlockDamage::Zeroed => {
+            let start = rng.index(valid_ends[a]);
+            let len = 1 + rng.index(4096).min(damaged[a].len() - start - 1);
+            damaged[a][start..start + len].fill(0);
+            touched.push((a, start, len));
+        }
+        BlockDamage::Duplicated => {
+            let (from, to) = (block(rng, a), block(rng, b));
+            let source = images[a][from..from + 512].to_vec();
+            damaged[b][to..to + 512].copy_from_slice(&source);
+            touched.push((b, to, 512));
+        }
+        BlockDamage::Swapped => {
+            let (x, y) = (block(rng, a), block(rng, b));
+            let (bx, by) = (
+                images[a][x..x + 512].to_vec(),
+                images[b][y..y + 512].to_vec(),
+            );
+            damaged[a][x..x + 512].copy_from_slice(&by);
+            damaged[b][y..y + 512].copy_from_slice(&bx);
+            touched.extend([(a, x, 512), (b, y, 512)]);
+        }
+    }
+    (damaged, touched)
 }
 
 #[test]

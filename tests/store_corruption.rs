@@ -606,14 +606,16 @@ fn zeroed_duplicated_and_swapped_blocks_never_yield_wrong_data() {
     }
 }
 
-/// The segment `images` with `kind` of damage at places `rng` picks, and the `(file, start,
-/// len)` of every range written.
+/// A range of bytes that damage wrote over: `(file, start, len)`.
+type Written = (usize, usize, usize);
+
+/// The segment `images` with `kind` of damage at places `rng` picks, and every range written.
 fn damage_blocks(
     kind: BlockDamage,
     images: &[Vec<u8>],
     valid_ends: &[usize],
     rng: &mut Rng,
-) -> (Vec<Vec<u8>>, Vec<(usize, usize, usize)>) {
+) -> (Vec<Vec<u8>>, Vec<Written>) {
     let mut damaged = images.to_vec();
     let mut touched = Vec::new();
     let (a, b) = (rng.index(images.len()), rng.index(images.len()));

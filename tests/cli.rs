@@ -1,101 +1,15 @@
 //! End-to-end tests of the `cairn` binary: the output, exit statuses and error lines that
 //! scripts rely on.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::Command;
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cairn");
-
-/// What one run of the binary did.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
-    }
-
-    fn stdout_lines(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("a JSON line"))
-            .collect()
-    }
-
-    /// Asserts the exit status and that stderr, on failure, is one `cairn: ` line.
-    #[track_caller]
-    fn expect(self, code: i32) -> Run {
-        assert_eq!(self.code, code, "{self:?}");
-        if code == 1 || (code == 2 && self.stderr.starts_with("cairn: ")) {
-            let errors: Vec<&str> = self
-                .stderr
-                .lines()
-                .filter(|line| line.starts_with("cairn: "))
-                .collect();
-            assert_eq!(errors.len(), 1, "exactly one error line: {self:?}");
-        }
-        self
-    }
-}
-
-/// A `cairn` command on `dir`, with small segments so that every open is quick, and without
-/// the caller's environment leaking in.
-fn cairn(dir: &Path) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .arg("--dir")
-        .arg(dir)
-        .arg("--segment-size")
-        .arg("64KiB")
-        .env_remove("CAIRN_DIR")
-        .env_remove("CAIRN_LOG");
-    command
-}
-
-/// Runs `command` with `stdin` as its input and checks that it did not panic.
-fn run_with_input(command: &mut Command, stdin: &[u8]) -> Run {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cairn");
-    let mut input = child.stdin.take().expect("piped stdin");
-    let stdin = stdin.to_vec();
-    // The binary may stop reading early (bad line); a broken pipe here is expected then.
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let output = child.wait_with_output().expect("wait for cairn");
-    writer.join().expect("stdin writer");
-    let run = Run {
-        code: output.status.code().expect("exited, not killed"),
-        stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
-    assert!(!run.stderr.contains("panicked"), "{run:?}");
-    assert!(!run.stderr.contains("RUST_BACKTRACE"), "{run:?}");
-    run
-}
-
-fn run(command: &mut Command) -> Run {
-    run_with_input(command, b"")
-}
-
-fn store_dir() -> (tempfile::TempDir, PathBuf) {
-    let temp = tempfile::tempdir().expect("tempdir");
-    let dir = temp.path().join("store");
-    (temp, dir)
-}
+use common::cli::{BIN, Run, cairn, run, run_with_input, spawn_holding_writer, store_dir};
+use common::files::{segment_files, snapshot};
 
 fn put(dir: &Path, job: &str, phase: &str, data: &Value) -> u64 {
     let run = run(cairn(dir)
@@ -107,27 +21,6 @@ fn put(dir: &Path, job: &str, phase: &str, data: &Value) -> u64 {
 
 fn put_lines(dir: &Path, lines: &str) -> Run {
     run_with_input(cairn(dir).args(["put", "--stdin"]), lines.as_bytes())
-}
-
-/// Every file of `dir` with its bytes.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .expect("list dir")
-        .map(|entry| {
-            let path = entry.expect("entry").path();
-            let bytes = std::fs::read(&path).expect("read file");
-            (path, bytes)
-        })
-        .collect()
-}
-
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut segments: Vec<PathBuf> = snapshot(dir)
-        .into_keys()
-        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
-        .collect();
-    segments.sort();
-    segments
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -528,43 +421,24 @@ fn a_non_empty_directory_that_is_not_a_store_exits_1_untouched() {
     assert!(snapshot(temp.path()) == before);
 }
 
-/// Spawns `put --stdin` and waits for the acknowledgement of one line, so that it holds the
-/// writer lock.
-fn spawn_holding_writer(dir: &Path) -> (Child, std::process::ChildStdin) {
-    let mut child = cairn(dir)
-        .args(["put", "--stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn writer");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin
-        .write_all(b"{\"job\":\"held\",\"phase\":\"p\",\"data\":1}\n")
-        .expect("write line");
-    let mut ack = String::new();
-    BufReader::new(child.stdout.as_mut().expect("stdout"))
-        .read_line(&mut ack)
-        .expect("read ack");
-    assert!(ack.contains("\"seq\":1"), "{ack}");
-    (child, stdin)
-}
-
 #[test]
 fn a_second_writer_is_refused_and_told_who_holds_the_lock() {
     let (_temp, dir) = store_dir();
-    let (mut holder, holder_stdin) = spawn_holding_writer(&dir);
+    let mut holder = spawn_holding_writer(&dir);
+    assert_eq!(holder.seq, 1, "the first save of a new store");
     let refused = run(cairn(&dir).args(["put", "b", "--phase", "p", "--data", "2"])).expect(1);
     assert!(
-        refused.stderr.contains(&format!("pid={}", holder.id())),
+        refused
+            .stderr
+            .contains(&format!("pid={}", holder.child.id())),
         "{refused:?}"
     );
     assert!(refused.stderr.contains("locked"), "{refused:?}");
     // Readers are not blocked by the writer.
     let latest = run(cairn(&dir).args(["get", "held", "--json"])).expect(0);
     assert_eq!(latest.json()["seq"], 1);
-    drop(holder_stdin);
-    assert!(holder.wait().expect("writer exits").success());
+    drop(holder.stdin);
+    assert!(holder.child.wait().expect("writer exits").success());
     run(cairn(&dir).args(["put", "b", "--phase", "p", "--data", "2"])).expect(0);
 }
 

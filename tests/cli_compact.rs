@@ -1,95 +1,24 @@
 //! End-to-end tests of `cairn compact`, `cairn stats` and `cairn delete`: what they free and
 //! report, that a dry run changes nothing, and their exit statuses.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+mod common;
 
-use cairn::{AutoCompact, Durability, Options, Store};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use cairn::Store;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cairn");
-const SEGMENT_SIZE_BYTES: u64 = 64 * 1024;
-
-/// What one run of the binary did.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
-    }
-
-    /// Asserts the exit status and that stderr, on failure, is one `cairn: ` line.
-    #[track_caller]
-    fn expect(self, code: i32) -> Run {
-        assert_eq!(self.code, code, "{self:?}");
-        if code == 1 {
-            let errors = self
-                .stderr
-                .lines()
-                .filter(|line| line.starts_with("cairn: "))
-                .count();
-            assert_eq!(errors, 1, "exactly one error line: {self:?}");
-        }
-        self
-    }
-}
-
-/// A `cairn` command on `dir` with 64 KiB segments, without the caller's environment.
-fn cairn(dir: &Path) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .arg("--dir")
-        .arg(dir)
-        .arg("--segment-size")
-        .arg("64KiB")
-        .env_remove("CAIRN_DIR")
-        .env_remove("CAIRN_LOG");
-    command
-}
-
-/// Runs `command` with empty stdin and checks that it did not panic.
-fn run(command: &mut Command) -> Run {
-    let output = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run cairn");
-    let run = Run {
-        code: output.status.code().expect("exited, not killed"),
-        stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
-    assert!(!run.stderr.contains("panicked"), "{run:?}");
-    run
-}
-
-fn store_dir() -> (tempfile::TempDir, PathBuf) {
-    let temp = tempfile::tempdir().expect("tempdir");
-    let dir = temp.path().join("store");
-    (temp, dir)
-}
-
-fn options() -> Options {
-    Options::default()
-        .segment_size(SEGMENT_SIZE_BYTES)
-        .durability(Durability::OsOnly)
-        .auto_compact(AutoCompact::disabled())
-}
+use common::cli::{BIN, cairn, run, spawn_holding_writer, store_dir};
+use common::files::snapshot;
+use common::unsynced_options;
 
 /// Builds a store of `jobs` jobs that each saved `saves` checkpoints of about 1.5 KiB in
 /// turn, with a run started now and then (job events for the snapshot to fold): many
 /// superseded checkpoints over many segments.
 fn superseded_store(dir: &Path, jobs: usize, saves: usize) {
-    let store = Store::open_with(dir, options()).expect("open");
+    let store = Store::open_with(dir, unsynced_options()).expect("open");
     let pad = "x".repeat(1500);
     for n in 0..saves {
         for j in 0..jobs {
@@ -109,7 +38,7 @@ fn superseded_store(dir: &Path, jobs: usize, saves: usize) {
 /// start another. That segment is never compacted, so afterwards all the history of the
 /// jobs saved before is in sealed segments, where retention applies to it.
 fn seal_history(dir: &Path) {
-    let store = Store::open_with(dir, options()).expect("open");
+    let store = Store::open_with(dir, unsynced_options()).expect("open");
     let pad = "y".repeat(1500);
     for f in 0..60 {
         store
@@ -117,18 +46,6 @@ fn seal_history(dir: &Path) {
             .expect("save");
     }
     store.close().expect("close");
-}
-
-/// Every file of `dir` with its bytes.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .expect("list dir")
-        .map(|entry| {
-            let path = entry.expect("entry").path();
-            let bytes = std::fs::read(&path).expect("read file");
-            (path, bytes)
-        })
-        .collect()
 }
 
 /// The segment files of `dir` and their total length.
@@ -275,33 +192,11 @@ fn dry_run_changes_nothing_and_predicts_the_compaction() {
     }
 }
 
-/// Spawns `put --stdin` and waits for the acknowledgement of one line, so that it holds the
-/// writer lock.
-fn spawn_holding_writer(dir: &Path) -> (Child, ChildStdin) {
-    let mut child = cairn(dir)
-        .args(["put", "--stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn writer");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin
-        .write_all(b"{\"job\":\"held\",\"phase\":\"p\",\"data\":1}\n")
-        .expect("write line");
-    let mut ack = String::new();
-    BufReader::new(child.stdout.as_mut().expect("stdout"))
-        .read_line(&mut ack)
-        .expect("read ack");
-    assert!(ack.contains("\"seq\""), "{ack}");
-    (child, stdin)
-}
-
 #[test]
 fn while_a_writer_holds_the_lock_dry_run_works_and_compact_exits_1() {
     let (_temp, dir) = store_dir();
     superseded_store(&dir, 2, 100);
-    let (mut holder, holder_stdin) = spawn_holding_writer(&dir);
+    let mut holder = spawn_holding_writer(&dir);
     let before = snapshot(&dir);
 
     let predicted = run(cairn(&dir).args(["compact", "--dry-run", "--json"]))
@@ -314,15 +209,17 @@ fn while_a_writer_holds_the_lock_dry_run_works_and_compact_exits_1() {
     let refused = run(cairn(&dir).arg("compact")).expect(1);
     assert!(refused.stderr.contains("locked"), "{refused:?}");
     assert!(
-        refused.stderr.contains(&format!("pid={}", holder.id())),
+        refused
+            .stderr
+            .contains(&format!("pid={}", holder.child.id())),
         "{refused:?}"
     );
     let refused = run(cairn(&dir).args(["delete", "job0"])).expect(1);
     assert!(refused.stderr.contains("locked"), "{refused:?}");
     assert!(snapshot(&dir) == before, "nothing may change");
 
-    drop(holder_stdin);
-    assert!(holder.wait().expect("writer exits").success());
+    drop(holder.stdin);
+    assert!(holder.child.wait().expect("writer exits").success());
     let done = run(cairn(&dir).args(["compact", "--json"]))
         .expect(0)
         .json();

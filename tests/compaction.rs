@@ -1,16 +1,25 @@
-//! Compaction and retention through the public API: what is kept, what is dropped, and that
-//! a reopen sees exactly what the live store saw.
+//! Compaction and retention through the public API, each test on the real file system and on
+//! the simulated disk: what is kept, what is dropped, and that a reopen sees exactly what the
+//! live store saw.
+
+mod common;
 
 use std::time::Duration;
 
-use cairn::{AutoCompact, ErrorContext, Options, Retention, Store};
+use cairn::{ErrorContext, Options, Retention, Store};
 use serde_json::json;
 
+use common::disk::Disk;
+
+on_both_disks!(
+    compaction_keeps_the_last_k_and_the_latest_and_frees_space,
+    deleted_jobs_disappear_and_compaction_drops_their_records,
+    max_age_drops_old_history_but_never_the_latest,
+    a_dry_run_changes_nothing_and_repeated_compactions_are_stable,
+);
+
 fn small(retention: Retention) -> Options {
-    Options::default()
-        .segment_size(64 * 1024)
-        .retention(retention)
-        .auto_compact(AutoCompact::disabled())
+    common::options().retention(retention)
 }
 
 fn values(store: &Store, job: &str) -> Vec<u64> {
@@ -22,11 +31,9 @@ fn values(store: &Store, job: &str) -> Vec<u64> {
         .collect()
 }
 
-#[test]
-fn compaction_keeps_the_last_k_and_the_latest_and_frees_space() {
-    let dir = tempfile::tempdir().unwrap();
+fn compaction_keeps_the_last_k_and_the_latest_and_frees_space(disk: Disk) {
     let options = small(Retention::default().keep_last(3));
-    let store = Store::open_with(dir.path(), options.clone()).unwrap();
+    let store = disk.open_with(options.clone()).unwrap();
     let pad = "x".repeat(2000);
     for n in 0..200u64 {
         store.save("a", "p", &json!({"n": n, "pad": pad})).unwrap();
@@ -59,7 +66,7 @@ fn compaction_keeps_the_last_k_and_the_latest_and_frees_space() {
     let next = store.save("a", "p", &json!({"n": 200})).unwrap();
     assert!(next > *seqs_before.last().unwrap());
     drop(store);
-    let store = Store::open_with(dir.path(), options).unwrap();
+    let store = disk.open_with(options).unwrap();
     assert!(
         store.recovery_report().is_clean(),
         "{:?}",
@@ -77,11 +84,9 @@ fn compaction_keeps_the_last_k_and_the_latest_and_frees_space() {
     assert_eq!(latest_a.data["n"], 199);
 }
 
-#[test]
-fn deleted_jobs_disappear_and_compaction_drops_their_records() {
-    let dir = tempfile::tempdir().unwrap();
+fn deleted_jobs_disappear_and_compaction_drops_their_records(disk: Disk) {
     let options = small(Retention::default().keep_last(100));
-    let store = Store::open_with(dir.path(), options.clone()).unwrap();
+    let store = disk.open_with(options.clone()).unwrap();
     let pad = "y".repeat(3000);
     for n in 0..60u64 {
         store
@@ -113,16 +118,14 @@ fn deleted_jobs_disappear_and_compaction_drops_their_records() {
     assert_eq!(values(&store, "stays").len(), 100);
     let state = store.job("gone").unwrap();
     drop(store);
-    let store = Store::open_with(dir.path(), options).unwrap();
+    let store = disk.open_with(options).unwrap();
     assert_eq!(values(&store, "gone"), vec![1000]);
     assert_eq!(store.job("gone").unwrap(), state);
     assert_eq!(values(&store, "stays").len(), 100);
 }
 
-#[test]
-fn max_age_drops_old_history_but_never_the_latest() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(dir.path(), small(Retention::default())).unwrap();
+fn max_age_drops_old_history_but_never_the_latest(disk: Disk) {
+    let store = disk.open_with(small(Retention::default())).unwrap();
     let pad = "z".repeat(3000);
     for n in 0..40u64 {
         store
@@ -144,10 +147,10 @@ fn max_age_drops_old_history_but_never_the_latest() {
     assert!(kept.len() < 40, "{kept:?}");
 }
 
-#[test]
-fn a_dry_run_changes_nothing_and_repeated_compactions_are_stable() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(dir.path(), small(Retention::default().keep_last(2))).unwrap();
+fn a_dry_run_changes_nothing_and_repeated_compactions_are_stable(disk: Disk) {
+    let store = disk
+        .open_with(small(Retention::default().keep_last(2)))
+        .unwrap();
     let pad = "w".repeat(3000);
     for n in 0..60u64 {
         store.save("j", "p", &json!({"n": n, "pad": pad})).unwrap();

@@ -3,11 +3,14 @@
 //! reopen folds every part, and no failure of a compaction leaves a trace (a `.seg.compacting`
 //! file, a reservation against the size limit) or a panic behind.
 
+mod common;
+
 use std::path::Path;
 
 use cairn::{AutoCompact, Durability, ErrorContext, Options, Retention, Store};
 use serde_json::json;
 
+/// Segments of the default size (64 MiB): room for a snapshot part of the largest size.
 fn options() -> Options {
     Options::default()
         .durability(Durability::OsOnly)
@@ -162,22 +165,13 @@ fn a_job_event_over_the_event_limit_is_refused() {
 
 /// The same scenarios on the simulated disk, with faults.
 mod sim {
-    use std::path::Path;
-    use std::time::{Duration, Instant};
-
-    use cairn::testing::{self, Fault, SimDisk, Step};
-    use cairn::{AutoCompact, Durability, Options, Retention, Store};
+    use cairn::testing::{Fault, SimDisk, Step};
+    use cairn::{AutoCompact, Retention, Store};
     use serde_json::json;
 
-    const DIR: &str = "/sim/store";
-    const SEGMENT: u64 = 64 * 1024;
-
-    fn options() -> Options {
-        Options::default()
-            .segment_size(SEGMENT)
-            .durability(Durability::OsOnly)
-            .auto_compact(AutoCompact::disabled())
-    }
+    use crate::common::SEGMENT_BYTES;
+    use crate::common::sim::open;
+    use crate::common::{unsynced_options, wait_for};
 
     fn compacting_files(disk: &SimDisk) -> Vec<String> {
         disk.file_names()
@@ -187,7 +181,7 @@ mod sim {
             .collect()
     }
 
-    fn segment_files(disk: &SimDisk) -> usize {
+    fn segment_file_count(disk: &SimDisk) -> usize {
         disk.file_names()
             .iter()
             .filter(|p| p.extension().is_some_and(|e| e == "seg"))
@@ -219,7 +213,8 @@ mod sim {
     fn a_failed_compaction_leaves_no_temporary_file_and_no_reservation() {
         // Before: about 5 segments of 64 KiB. The compacted file takes about 4 of them, so a
         // reservation left behind (5 + 4 + 1 > 7) would refuse the saves that fit (5 + 1 + 1).
-        let limited = || options().retention(Retention::default().max_bytes(7 * SEGMENT));
+        let limited =
+            || unsynced_options().retention(Retention::default().max_bytes(7 * SEGMENT_BYTES));
         let faults = (1..=6).flat_map(|n| {
             [
                 Fault::FailWrite(n),
@@ -232,7 +227,7 @@ mod sim {
         for fault in faults {
             let context = format!("{fault:?}");
             let disk = SimDisk::new();
-            let store = testing::open(&disk, Path::new(DIR), limited(), false).unwrap();
+            let store = open(&disk, limited()).unwrap();
             fill(&store);
             disk.inject(fault);
             let compacted = store.compact();
@@ -256,7 +251,7 @@ mod sim {
     #[test]
     fn a_failed_removal_after_the_commit_is_a_successful_compaction() {
         let disk = SimDisk::new();
-        let store = testing::open(&disk, Path::new(DIR), options(), false).unwrap();
+        let store = open(&disk, unsynced_options()).unwrap();
         fill(&store);
         let before: Vec<_> = (0..50)
             .map(|i| store.latest(&format!("job-{i:02}")).unwrap().unwrap())
@@ -268,7 +263,7 @@ mod sim {
         assert_eq!(report.replaced_files_left, 1, "{report:?}");
         assert_eq!(store.metrics().poisoned, None);
         // Readers use the compacted segment; the file left behind is not one of the store's.
-        assert_eq!(segment_files(&disk), store.segment_count() + 1);
+        assert_eq!(segment_file_count(&disk), store.segment_count() + 1);
         for (i, checkpoint) in before.iter().enumerate() {
             let latest = store.latest(&format!("job-{i:02}")).unwrap().unwrap();
             assert_eq!(
@@ -281,29 +276,17 @@ mod sim {
             .unwrap();
         drop(store);
         // The next writer removes the replaced file.
-        let store = testing::open(&disk, Path::new(DIR), options(), false).unwrap();
-        assert_eq!(segment_files(&disk), store.segment_count());
+        let store = open(&disk, unsynced_options()).unwrap();
+        assert_eq!(segment_file_count(&disk), store.segment_count());
         assert_eq!(store.latest("job-00").unwrap().unwrap().seq, seq);
         assert_eq!(store.history("job-01").unwrap().len(), 1);
-    }
-
-    /// Polls `done` until it holds, for at most a minute (the compactor is a thread of its own).
-    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-        let started = Instant::now();
-        while !done() {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "gave up waiting for {what}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
     }
 
     #[test]
     fn a_failing_background_compaction_is_reported_and_the_compactor_carries_on() {
         let disk = SimDisk::new();
-        let auto = options().auto_compact(AutoCompact::default().segments(3));
-        let store = testing::open(&disk, Path::new(DIR), auto, false).unwrap();
+        let auto = unsynced_options().auto_compact(AutoCompact::default().segments(3));
+        let store = open(&disk, auto).unwrap();
         let mut i = 0;
         let mut save_until = |segments: usize| {
             while store.segment_count() < segments {
@@ -345,8 +328,8 @@ mod sim {
     #[test]
     fn a_panicking_background_compaction_is_caught_and_reported() {
         let disk = SimDisk::new();
-        let auto = options().auto_compact(AutoCompact::default().segments(3));
-        let store = testing::open(&disk, Path::new(DIR), auto, false).unwrap();
+        let auto = unsynced_options().auto_compact(AutoCompact::default().segments(3));
+        let store = open(&disk, auto).unwrap();
         disk.set_hook(|_, step| {
             if step == Step::Create && std::thread::current().name() == Some("cairn-compactor") {
                 panic!("simulated bug in a compaction");

@@ -13,35 +13,27 @@
 //! Seeded and reproducible: set `CAIRN_CRASH_SEED` and `CAIRN_CRASH_SAVES` to rerun a failure;
 //! `CAIRN_CRASH_SAVES` also makes a longer run.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use cairn::testing::{self, CrashMode, SimDisk, Step};
-use cairn::{ErrorContext, JobEvent, JobState, JobStatus, Options, Store, Trigger};
+use cairn::testing::{CrashMode, SimDisk, Step};
+use cairn::{ErrorContext, JobEvent, JobState, JobStatus, Store, Trigger};
 use serde_json::{Value, json};
 
-const DIR: &str = "/sim/store";
+// Background compaction stays off: this test keeps every save in its model
+// (tests/crash_sim_compaction/ crashes compactions).
+use common::options;
+use common::rng::{env_u64, xorshift};
+use common::sim::{self, segment_images};
+
 const MODES: [CrashMode; 4] = [
     CrashMode::LoseUnsynced,
     CrashMode::KeepUnsynced,
     CrashMode::TornSectors,
     CrashMode::TornPages,
 ];
-
-/// Background compaction stays off: this test keeps every save in its model
-/// (tests/crash_sim_compaction.rs crashes compactions).
-fn options() -> Options {
-    Options::default()
-        .segment_size(64 * 1024)
-        .auto_compact(cairn::AutoCompact::disabled())
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// One save of the workload.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,16 +79,9 @@ impl Model {
     }
 }
 
-fn next(rng: &mut u64) -> u64 {
-    *rng ^= *rng << 13;
-    *rng ^= *rng >> 7;
-    *rng ^= *rng << 17;
-    *rng
-}
-
 fn workload_op(i: u64, rng: &mut u64) -> Op {
-    let job = format!("job{}", next(rng) % 3);
-    let event = match next(rng) % 10 {
+    let job = format!("job{}", xorshift(rng) % 3);
+    let event = match xorshift(rng) % 10 {
         0 => JobEvent::RunStarted { attempt: 1 },
         1 => JobEvent::RunFailed {
             error: format!("error {i}"),
@@ -107,7 +92,7 @@ fn workload_op(i: u64, rng: &mut u64) -> Op {
             reason: format!("restart {i}"),
         },
         _ => {
-            let pad = (next(rng) % 600) as usize;
+            let pad = (xorshift(rng) % 600) as usize;
             let data = json!({"i": i, "cursor": format!("c{i}"), "pad": "x".repeat(pad)});
             return Op::Save(Save { job, data });
         }
@@ -181,24 +166,41 @@ fn contents(store: &Store) -> Vec<(u64, Save)> {
     all
 }
 
-fn segment_bytes(disk: &SimDisk) -> Vec<(PathBuf, Vec<u8>)> {
-    disk.file_names()
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .map(|p| {
-            let bytes = disk.read_file(&p).unwrap_or_default();
-            (p, bytes)
-        })
-        .collect()
-}
-
 /// Opens the crashed disk and checks it against the model. Panics with `context` on failure.
 fn check_crash_state(crashed: &SimDisk, model: &Model, context: &str) {
-    let dir = Path::new(DIR);
-    let before = segment_bytes(crashed);
-    let store = testing::open(crashed, dir, options(), false)
+    let before = segment_images(crashed);
+    let store = sim::open(crashed, options())
         .unwrap_or_else(|e| panic!("{context}: the crashed store does not open: {e}"));
     let found = contents(&store);
+    let ops = check_contents(&store, &found, model, &before, context);
+    check_job_states(&store, model, &ops, context);
+    check_repairs_reported(&store, &before, &segment_images(crashed), context);
+    let seq = store
+        .save("after", "p", &json!("crash"))
+        .unwrap_or_else(|e| panic!("{context}: save after recovery: {e}"));
+    assert!(
+        seq > found.last().map_or(0, |f| f.0),
+        "{context}: sequence numbers must keep increasing"
+    );
+    drop(store);
+    let again = sim::open(crashed, options()).unwrap();
+    assert!(
+        again.recovery_report().is_clean(),
+        "{context}: second open not clean: {:?}",
+        again.recovery_report()
+    );
+    assert_eq!(again.last_seq(), seq, "{context}");
+}
+
+/// The store holds every acknowledged save, in order, and at most the save in flight besides.
+/// Returns the operations the store holds.
+fn check_contents(
+    store: &Store,
+    found: &[(u64, Save)],
+    model: &Model,
+    before: &[(PathBuf, Vec<u8>)],
+    context: &str,
+) -> Vec<(u64, Op)> {
     let acked_saves = model.acked_saves();
     let acked = acked_saves.len();
     assert!(
@@ -225,24 +227,37 @@ fn check_crash_state(crashed: &SimDisk, model: &Model, context: &str) {
         }
         (extra, _) => panic!("{context}: {extra} saves found that were never made"),
     }
+    ops
+}
+
+/// Every job's state is the fold of `ops`, with or without an event in flight.
+fn check_job_states(store: &Store, model: &Model, ops: &[(u64, Op)], context: &str) {
     for job in ["job0", "job1", "job2"] {
         let found = store.job(job).map(|state| projection(&state));
         let expected = |ops: &[(u64, Op)]| {
             let state = model_state(job, ops);
             (state.events_applied > 0).then(|| projection(&state))
         };
-        let mut with_in_flight = ops.clone();
+        let mut with_in_flight = ops.to_vec();
         if let Some(op @ Op::Event { .. }) = &model.in_flight {
             with_in_flight.push((u64::MAX, op.clone()));
         }
         assert!(
-            found == expected(&ops) || found == expected(&with_in_flight),
+            found == expected(ops) || found == expected(&with_in_flight),
             "{context}: state of {job} is {found:?}, expected {:?}",
-            expected(&ops)
+            expected(ops)
         );
     }
-    let after = segment_bytes(crashed);
-    let report = store.recovery_report().clone();
+}
+
+/// If recovery changed any byte of a segment, its report says what it found.
+fn check_repairs_reported(
+    store: &Store,
+    before: &[(PathBuf, Vec<u8>)],
+    after: &[(PathBuf, Vec<u8>)],
+    context: &str,
+) {
+    let report = store.recovery_report();
     let changed = before.iter().any(|file| !after.contains(file));
     if changed {
         let removed_or_cut = !report.findings.is_empty() || !report.notes.is_empty();
@@ -251,27 +266,12 @@ fn check_crash_state(crashed: &SimDisk, model: &Model, context: &str) {
             "{context}: recovery changed bytes but reported nothing: {report:?}"
         );
     }
-    let seq = store
-        .save("after", "p", &json!("crash"))
-        .unwrap_or_else(|e| panic!("{context}: save after recovery: {e}"));
-    assert!(
-        seq > found.last().map_or(0, |f| f.0),
-        "{context}: sequence numbers must keep increasing"
-    );
-    drop(store);
-    let again = testing::open(crashed, dir, options(), false).unwrap();
-    assert!(
-        again.recovery_report().is_clean(),
-        "{context}: second open not clean: {:?}",
-        again.recovery_report()
-    );
-    assert_eq!(again.last_seq(), seq, "{context}");
 }
 
 #[test]
 fn every_crash_point_recovers_a_prefix_holding_every_acknowledged_save() {
-    let seed = env_u64("CAIRN_CRASH_SEED", 0xc0ffee);
-    let saves = env_u64("CAIRN_CRASH_SAVES", 1300);
+    let seed = env_u64("CAIRN_CRASH_SEED").unwrap_or(0xc0ffee);
+    let saves = env_u64("CAIRN_CRASH_SAVES").unwrap_or(1300);
     let disk = SimDisk::new();
     let model = Arc::new(Mutex::new(Model::default()));
     let explored = Arc::new(Mutex::new(0u64));
@@ -296,12 +296,12 @@ fn every_crash_point_recovers_a_prefix_holding_every_acknowledged_save() {
         });
     }
     let mut rng = seed | 1;
-    let mut store = Some(testing::open(&disk, Path::new(DIR), options(), false).unwrap());
+    let mut store = Some(sim::open(&disk, options()).unwrap());
     for i in 0..saves {
         if i % 250 == 249 {
             // A clean close and reopen in the middle of the workload.
             drop(store.take());
-            store = Some(testing::open(&disk, Path::new(DIR), options(), false).unwrap());
+            store = Some(sim::open(&disk, options()).unwrap());
         }
         let op = workload_op(i, &mut rng);
         model.lock().unwrap().in_flight = Some(op.clone());

@@ -1,17 +1,18 @@
 //! `cairn demo`: the extractor is killed with SIGKILL several times, resumes each time, and at
 //! the end every source record is in the sink exactly once.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use common::cli::{command, run};
+
 /// Runs `cairn --dir DIR demo --json ARGS` and returns its exit status and report.
 fn demo(dir: &Path, args: &[&str]) -> (i32, Value) {
-    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .arg("--dir")
-        .arg(dir)
+    let output = command(dir)
         .args(["demo", "--json"])
         .args(args)
         .output()
@@ -91,14 +92,10 @@ fn demo_runs_again_in_its_own_workspace_but_never_touches_a_foreign_one() {
     let foreign = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(foreign.path().join("demo")).expect("mkdir");
     std::fs::write(foreign.path().join("demo/precious.txt"), "keep me").expect("write");
-    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .arg("--dir")
-        .arg(foreign.path())
-        .args(["demo", "--crashes", "0"])
-        .output()
-        .expect("run cairn demo");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("refusing to touch it"), "{stderr}");
+    let refused = run(command(foreign.path()).args(["demo", "--crashes", "0"])).expect(2);
+    assert!(
+        refused.stderr.contains("refusing to touch it"),
+        "{refused:?}"
+    );
     assert!(foreign.path().join("demo/precious.txt").is_file());
 }

@@ -7,27 +7,17 @@
 //! as the latest, a shortened history as complete, or a sequence number that a durable
 //! record holds. Files are damaged through the documented format (docs/FORMAT.md).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cairn::{AutoCompact, Durability, Error, FindingKind, Options, RecoveryMode, Retention, Store};
+use cairn::{Durability, Error, FindingKind, RecoveryMode, Retention, Store};
 use serde_json::json;
 
-fn options() -> Options {
-    Options::default()
-        .segment_size(64 * 1024)
-        .auto_compact(AutoCompact::disabled())
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    out.sort();
-    out
-}
+use common::cli::{command, run, run_with_input};
+use common::files::segment_files;
+use common::options;
 
 /// The data of save `n`: it carries a unique tag to find its bytes in the segment files.
 fn data(n: u64) -> serde_json::Value {
@@ -37,7 +27,7 @@ fn data(n: u64) -> serde_json::Value {
 /// Flips one bit inside the stored data of save `n` (found by its tag). Returns the file.
 fn flip_bit_in_save(dir: &Path, n: u64) -> PathBuf {
     let tag = format!("marker-{n:04}-");
-    for path in segments(dir) {
+    for path in segment_files(dir) {
         let mut bytes = std::fs::read(&path).unwrap();
         if let Some(at) = bytes.windows(tag.len()).position(|w| w == tag.as_bytes()) {
             bytes[at + 3] ^= 0x10;
@@ -232,7 +222,7 @@ fn damage_in_a_sealed_segment_before_an_empty_newest_segment_is_corruption() {
     // segment after a sealed one, the state of a crash just after a rollover.
     let crashed = crash_copy(dir.path());
     drop(store);
-    let newest = segments(crashed.path()).pop().unwrap();
+    let newest = segment_files(crashed.path()).pop().unwrap();
     let mut bytes = std::fs::read(&newest).unwrap();
     bytes[64..].fill(0);
     std::fs::write(&newest, bytes).unwrap();
@@ -244,7 +234,11 @@ fn damage_in_a_sealed_segment_before_an_empty_newest_segment_is_corruption() {
             n - 1
         );
         assert_refused_as_corruption(copy.path(), &context);
-        assert_eq!(segments(copy.path()).len(), 2, "{context}: nothing removed");
+        assert_eq!(
+            segment_files(copy.path()).len(),
+            2,
+            "{context}: nothing removed"
+        );
     }
 }
 
@@ -299,27 +293,6 @@ fn concurrent_savers_in_one_batch_are_all_proven() {
     }
 }
 
-/// Runs the `cairn` binary on `dir` with `args` and `stdin`.
-fn cairn(dir: &Path, args: &[&str], stdin: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
 #[test]
 fn the_cli_refuses_a_log_damaged_in_the_middle_and_reuses_no_sequence_number() {
     let dir = tempfile::tempdir().unwrap();
@@ -328,12 +301,8 @@ fn the_cli_refuses_a_log_damaged_in_the_middle_and_reuses_no_sequence_number() {
         let lines: String = (batch * 10 + 1..=batch * 10 + 10)
             .map(|n| format!("{{\"job\":\"j\",\"phase\":\"p\",\"data\":{}}}\n", data(n)))
             .collect();
-        let out = cairn(
-            &store_dir,
-            &["--durability", "os", "put", "--stdin"],
-            &lines,
-        );
-        assert!(out.status.success(), "{out:?}");
+        let args = ["--durability", "os", "put", "--stdin"];
+        run_with_input(command(&store_dir).args(args), lines.as_bytes()).expect(0);
     }
     flip_bit_in_save(&store_dir, 3);
     for args in [
@@ -342,24 +311,16 @@ fn the_cli_refuses_a_log_damaged_in_the_middle_and_reuses_no_sequence_number() {
         &["jobs"],
         &["put", "j", "--phase", "p", "--data", "{\"n\":21}"],
     ] {
-        let out = cairn(&store_dir, args, "");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        let out = run(command(&store_dir).args(args)).expect(1);
         assert!(
-            stderr.contains("00000000000000000001.seg") && stderr.contains("DurableRecordsLost"),
-            "{args:?}: {stderr}"
+            out.stderr.contains("00000000000000000001.seg")
+                && out.stderr.contains("DurableRecordsLost"),
+            "{args:?}: {out:?}"
         );
-        assert!(stderr.contains("point-in-time"), "{args:?}: {stderr}");
+        assert!(out.stderr.contains("point-in-time"), "{args:?}: {out:?}");
     }
     // A tolerant read says on stderr what it skipped, and shows the true latest.
-    let out = cairn(
-        &store_dir,
-        &["--recovery", "skip-corrupted", "get", "j"],
-        "",
-    );
-    assert!(out.status.success(), "{out:?}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stdout.contains("marker-0020-"), "{stdout}");
-    assert!(stderr.contains("DurableRecordsLost"), "{stderr}");
+    let out = run(command(&store_dir).args(["--recovery", "skip-corrupted", "get", "j"])).expect(0);
+    assert!(out.stdout.contains("marker-0020-"), "{out:?}");
+    assert!(out.stderr.contains("DurableRecordsLost"), "{out:?}");
 }

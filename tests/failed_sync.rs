@@ -4,38 +4,25 @@
 //! from the page cache. Whatever happens, a save that returned `Ok` survives a power loss, and
 //! a store acknowledges nothing after it was poisoned.
 
-use std::path::Path;
+mod common;
+
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use cairn::testing::{self, CrashMode, Fault, SimDisk, Step};
-use cairn::{AutoCompact, Error, Options, Store};
+use cairn::testing::{CrashMode, Fault, SimDisk, Step};
+use cairn::{Error, Store};
 use serde_json::{Value, json};
 
-const DIR: &str = "/sim/store";
-const SEGMENT_BYTES: u64 = 64 * 1024;
-
-fn options() -> Options {
-    Options::default()
-        .segment_size(SEGMENT_BYTES)
-        .auto_compact(AutoCompact::disabled())
-}
+use common::rng::incompressible;
+use common::{options, sim};
 
 fn open(disk: &SimDisk) -> cairn::Result<Store> {
-    testing::open(disk, Path::new(DIR), options(), false)
+    sim::open(disk, options())
 }
 
 /// Data of save `i`, `pad_bytes` long, that does not compress (so it takes that many bytes).
 fn data(i: u64, pad_bytes: usize) -> Value {
-    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let pad: String = (0..pad_bytes)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from(b'a' + (x % 26) as u8)
-        })
-        .collect();
+    let pad = incompressible(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1, pad_bytes);
     json!({"i": i, "pad": pad})
 }
 

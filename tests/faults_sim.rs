@@ -3,17 +3,13 @@
 //! must refuse or carry on as documented, and a crash followed by a reopen must find every
 //! acknowledged save, intact, and no other data except possibly the save that failed.
 
-use std::path::Path;
+mod common;
 
-use cairn::testing::{self, CrashMode, Fault, SimDisk};
-use cairn::{Error, Options, Store};
+use cairn::testing::{CrashMode, Fault, SimDisk};
+use cairn::{Error, Store};
 use serde_json::{Value, json};
 
-const DIR: &str = "/sim/store";
-
-fn options() -> Options {
-    Options::default().segment_size(64 * 1024)
-}
+use common::{sim, small_segments};
 
 fn data(i: u64) -> Value {
     json!({"i": i, "pad": "f".repeat((i % 7 * 300) as usize)})
@@ -43,7 +39,7 @@ fn check_after_crash(disk: &SimDisk, acked: &[(u64, u64)], failed: Option<u64>, 
     .enumerate()
     {
         let crashed = disk.crash(mode, n as u64 + 7);
-        let store = testing::open(&crashed, Path::new(DIR), options(), false)
+        let store = sim::open(&crashed, small_segments())
             .unwrap_or_else(|e| panic!("{context} {mode:?}: does not reopen: {e}"));
         let history = store.history("job").unwrap();
         assert!(
@@ -76,7 +72,7 @@ fn check_after_crash(disk: &SimDisk, acked: &[(u64, u64)], failed: Option<u64>, 
 fn a_failed_sync_anywhere_poisons_the_store_and_loses_nothing_acknowledged() {
     for n in 1..=120 {
         let disk = SimDisk::new();
-        let store = testing::open(&disk, Path::new(DIR), options(), false).unwrap();
+        let store = sim::open(&disk, small_segments()).unwrap();
         disk.inject(Fault::FailSync(n));
         let (acked, err) = run_until_error(&store, 150);
         let context = format!("sync {n} fails");
@@ -137,7 +133,7 @@ fn a_failed_or_short_write_never_leaves_a_record_with_wrong_content() {
     for n in 1..=80 {
         for short in [false, true] {
             let disk = SimDisk::new();
-            let store = testing::open(&disk, Path::new(DIR), options(), false).unwrap();
+            let store = sim::open(&disk, small_segments()).unwrap();
             disk.inject(if short {
                 Fault::ShortWrite(n)
             } else {
@@ -158,13 +154,12 @@ fn a_full_disk_when_creating_a_segment_is_a_clear_error_and_later_saves_work() {
         let disk = SimDisk::new();
         disk.inject(Fault::NoSpace(n));
         let context = format!("creation {n} finds the disk full");
-        let store = match testing::open(&disk, Path::new(DIR), options(), false) {
+        let store = match sim::open(&disk, small_segments()) {
             Ok(store) => store,
             Err(err) => {
                 assert_eq!(n, 1, "{context}: {err}");
                 assert!(matches!(err, Error::DiskFull { .. }), "{context}: {err}");
-                testing::open(&disk, Path::new(DIR), options(), false)
-                    .expect("opens once space is free")
+                sim::open(&disk, small_segments()).expect("opens once space is free")
             }
         };
         let (mut acked, err) = run_until_error(&store, 400);
@@ -198,25 +193,21 @@ mod compaction_faults {
     use std::collections::BTreeMap;
     use std::path::Path;
 
-    use cairn::testing::{self, CrashMode, Fault, SimDisk, Step};
-    use cairn::{AutoCompact, Checkpoint, Durability, Error, JobState, Options, Retention, Store};
+    use cairn::testing::{CrashMode, Fault, SimDisk, Step};
+    use cairn::{Checkpoint, Durability, Error, JobState, Options, Retention, Store};
     use serde_json::json;
 
-    use super::DIR;
+    use crate::common::{options, sim};
 
     const JOBS: [&str; 4] = ["a", "b", "c", "doomed"];
     const KINDS: [&str; 4] = ["write", "short write", "sync", "create"];
-
-    fn options() -> Options {
-        super::options().auto_compact(AutoCompact::disabled())
-    }
 
     fn retention() -> Retention {
         Retention::default().keep_last(2)
     }
 
     fn open(disk: &SimDisk, options: Options) -> Store {
-        testing::open(disk, Path::new(DIR), options, false).expect("the store opens")
+        sim::open(disk, options).expect("the store opens")
     }
 
     /// Saves of three jobs over several segments, job events, a deleted job, and a tail of
@@ -346,7 +337,7 @@ mod compaction_faults {
         .enumerate()
         {
             let crashed = disk.crash(mode, n as u64 * 31 + 5);
-            let store = testing::open(&crashed, Path::new(DIR), options(), false)
+            let store = sim::open(&crashed, options())
                 .unwrap_or_else(|e| panic!("{context} {mode:?}: does not reopen: {e}"));
             let found = Shown::of(&store);
             assert!(
@@ -497,7 +488,7 @@ mod compaction_faults {
         .enumerate()
         {
             let crashed = disk.crash(mode, i as u64 + 11);
-            let reopened = testing::open(&crashed, Path::new(DIR), options(), false)
+            let reopened = sim::open(&crashed, options())
                 .unwrap_or_else(|e| panic!("{context} {mode:?}: does not reopen: {e}"));
             let mut found: Vec<u64> = JOBS
                 .iter()

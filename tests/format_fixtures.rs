@@ -17,9 +17,14 @@
 //! 10 saves and opened again for `blob_job`'s: segment 2 holds mark records (kind 5) after the
 //! syncs and the two closes; last seq 188, as marks take no number.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
-use cairn::{Options, Store};
+use cairn::Store;
+
+use common::files::{MARK, SEGMENT_HEADER_BYTES, records, segment_files};
+use common::{options, small_segments};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -77,7 +82,7 @@ fn format_v1_store_opens_for_writing_and_takes_new_saves() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
     }
-    let store = Store::open_with(copy.path(), Options::default().segment_size(64 * 1024)).unwrap();
+    let store = Store::open_with(copy.path(), small_segments()).unwrap();
     assert!(
         store.recovery_report().is_clean(),
         "{:?}",
@@ -110,7 +115,7 @@ fn format_v1_store_opens_for_writing_and_takes_new_saves() {
     assert_eq!(github.len(), 120);
     drop(store);
     // Compaction rewrites the format-1 records in the current format, keeping everything.
-    let store = Store::open_with(copy.path(), Options::default().segment_size(64 * 1024)).unwrap();
+    let store = Store::open_with(copy.path(), small_segments()).unwrap();
     let report = store
         .compact_with(&cairn::Retention::default().keep_last(1000))
         .unwrap();
@@ -197,11 +202,6 @@ fn format_v2_store_opens_read_only_in_place() {
 #[test]
 fn format_v2_store_upgrades_takes_saves_and_compacts() {
     let copy = copy_of("format-v2");
-    let options = || {
-        Options::default()
-            .segment_size(64 * 1024)
-            .auto_compact(cairn::AutoCompact::disabled())
-    };
     let store = Store::open_with(copy.path(), options()).unwrap();
     assert!(
         store.recovery_report().is_clean(),
@@ -290,11 +290,6 @@ fn format_v3_store_opens_read_only_in_place() {
 #[test]
 fn format_v3_store_opens_for_writing_and_takes_saves() {
     let copy = copy_of("format-v3");
-    let options = || {
-        Options::default()
-            .segment_size(64 * 1024)
-            .auto_compact(cairn::AutoCompact::disabled())
-    };
     let store = Store::open_with(copy.path(), options()).unwrap();
     assert!(
         store.recovery_report().is_clean(),
@@ -333,12 +328,7 @@ fn format_v3_store_opens_for_writing_and_takes_saves() {
     assert!(report.compacted, "{report:?}");
     assert_eq!(report.snapshot_records, 1, "{report:?}");
     drop(store);
-    let compacted = std::fs::read_dir(copy.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .min()
-        .unwrap();
+    let compacted = segment_files(copy.path()).remove(0);
     let bytes = std::fs::read(compacted).unwrap();
     assert_eq!(&bytes[8..10], &4u16.to_le_bytes(), "a format 4 segment");
     let store = Store::open_read_only(copy.path()).unwrap();
@@ -360,20 +350,6 @@ fn format_v3_store_opens_for_writing_and_takes_saves() {
     );
 }
 
-/// Offsets of the records of kind `kind` in a segment file, walked per FORMAT.md.
-fn records_of_kind(bytes: &[u8], kind: u8) -> Vec<usize> {
-    let mut found = Vec::new();
-    let mut pos = 64;
-    while pos + 32 <= bytes.len() && bytes[pos..pos + 32].iter().any(|&b| b != 0) {
-        let len = u32::from_le_bytes(bytes[pos + 24..pos + 28].try_into().unwrap()) as usize;
-        if bytes[pos + 28] == kind {
-            found.push(pos);
-        }
-        pos = (pos + 32 + len).next_multiple_of(8);
-    }
-    found
-}
-
 #[test]
 fn format_v4_store_opens_read_only_in_place() {
     let files = opens_read_only_in_place("format-v4", |store| {
@@ -381,7 +357,7 @@ fn format_v4_store_opens_read_only_in_place() {
         check_v3_contents(store);
     });
     assert!(
-        !records_of_kind(&files[1], 5).is_empty(),
+        records(&files[1]).iter().any(|record| record.kind == MARK),
         "the fixture holds mark records"
     );
 }
@@ -393,7 +369,12 @@ fn format_v4_store_is_proven_whole_and_takes_saves() {
     let tail = copy.path().join("00000000000000000002.seg");
     let pristine = std::fs::read(&tail).unwrap();
     let mut damaged = pristine.clone();
-    let (first_mark, first_record) = (records_of_kind(&pristine, 5)[0], 64);
+    let first_mark = records(&pristine)
+        .into_iter()
+        .find(|record| record.kind == MARK)
+        .expect("a mark")
+        .offset;
+    let first_record = SEGMENT_HEADER_BYTES;
     assert!(first_mark > first_record);
     damaged[first_record + 40] ^= 0x01;
     std::fs::write(&tail, &damaged).unwrap();
@@ -401,10 +382,7 @@ fn format_v4_store_is_proven_whole_and_takes_saves() {
     assert!(err.to_string().contains("DurableRecordsLost"), "{err}");
     std::fs::write(&tail, &pristine).unwrap();
 
-    let options = Options::default()
-        .segment_size(64 * 1024)
-        .auto_compact(cairn::AutoCompact::disabled());
-    let store = Store::open_with(copy.path(), options).unwrap();
+    let store = Store::open_with(copy.path(), options()).unwrap();
     assert!(
         store.recovery_report().is_clean(),
         "{:?}",

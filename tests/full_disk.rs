@@ -18,6 +18,8 @@
 //! `CAIRN_REQUIRE_FS_TESTS=1` is set (as `.ci/run` does): then a missing tool is a failure, so
 //! CI can never skip these tests silently.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
@@ -32,7 +34,10 @@ use std::time::Duration;
 use cairn::{AutoCompact, Error, Options, Retention, Store};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cairn");
+use common::child::{KillOnDrop, this_test};
+use common::cli::command;
+use common::files::segment_files;
+
 /// Set to `1` to turn a missing tool, root or loop device into a failure.
 const REQUIRE_ENV: &str = "CAIRN_REQUIRE_FS_TESTS";
 /// Set in a child process: `<role> <store dir>`.
@@ -390,9 +395,7 @@ fn assert_all_present(dir: &Path, acked: &[(String, Value)], context: &str) {
 // The CLI: the reproduction of issue 14.
 
 fn cli_put(dir: &Path, job: &str, data: &Value) -> Output {
-    Command::new(BIN)
-        .arg("--dir")
-        .arg(dir)
+    command(dir)
         .args(["--segment-size", "1MiB", "--no-auto-compact", "put", job])
         .args(["--phase", "p", "--data", &data.to_string()])
         .output()
@@ -452,29 +455,17 @@ fn cli_fills_the_disk(mounted: &Mounted, fs: &str) {
 // ---------------------------------------------------------------------------------------------
 // The library, from several threads, in a child process.
 
-/// A child process that is killed if the test fails before it is waited for, so that it
-/// never keeps writing to a file system the test is unmounting.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// A child process of this test binary in `role`, with piped stdin and stdout.
-fn spawn_child(role: &str, dir: &Path, test: &str) -> ChildGuard {
-    let child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+/// A child process of this test binary in `role`, with piped stdin and stdout. It is killed
+/// if the test fails before it is waited for, so that it never keeps writing to a file system
+/// the test is unmounting.
+fn spawn_child(role: &str, dir: &Path, test: &str) -> KillOnDrop {
+    let child = this_test(test)
         .env(CHILD_ENV, format!("{role} {}", dir.display()))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn child");
-    ChildGuard(child)
+    KillOnDrop(child)
 }
 
 /// The protocol lines of a child's stdout, from a reader thread.
@@ -722,13 +713,7 @@ fn allocated_bytes(path: &Path) -> u64 {
 }
 
 fn newest_segment(dir: &Path) -> PathBuf {
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("list store")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    segments.sort();
-    segments.pop().expect("a segment")
+    segment_files(dir).pop().expect("a segment")
 }
 
 fn a_hole_in_the_tail_is_reserved_again_or_the_open_fails(mounted: &Mounted, fs: &str) {

@@ -1,14 +1,28 @@
-//! Job semantics through the Store: events folded into a `JobState` that a replay rebuilds
-//! exactly, planning the next run, full restarts, validation, migrations, compression, essential
-//! fields and metrics.
+//! Job semantics through the Store, each test on the real file system and on the simulated
+//! disk: events folded into a `JobState` that a replay rebuilds exactly, recovery planning,
+//! full restarts, validation, migrations, compression, essential fields and metrics.
+
+mod common;
 
 use std::time::Duration;
 
-use cairn::job::{Migrations, Validator, presets};
-use cairn::{
-    Error, ErrorContext, JobStatus, JobType, Options, RetryPolicy, RunPlan, Store, Trigger,
-};
+use cairn::job::{Migrations, Validator};
+use cairn::{Error, ErrorContext, JobStatus, JobType, Options, RetryPolicy, RunPlan, Trigger};
 use serde_json::{Value, json};
+
+use common::disk::Disk;
+
+on_both_disks!(
+    replay_rebuilds_the_state_the_live_process_had,
+    planning_follows_the_decision_table,
+    the_retry_budget_runs_out,
+    a_full_restart_keeps_the_old_checkpoint_for_reference,
+    validation_refuses_bad_checkpoints_writes_nothing_and_counts_them,
+    old_checkpoints_are_migrated_on_read_and_newer_ones_refused,
+    large_checkpoints_are_compressed_and_the_limit_applies_to_what_is_stored,
+    metrics_count_what_happened,
+    a_new_run_after_a_success_starts_over,
+);
 
 fn github_checkpoint(processed: u64, cursor: &str) -> Value {
     json!({
@@ -28,11 +42,9 @@ fn policy() -> RetryPolicy {
     RetryPolicy::default()
 }
 
-#[test]
-fn replay_rebuilds_the_state_the_live_process_had() {
-    let dir = tempfile::tempdir().unwrap();
+fn replay_rebuilds_the_state_the_live_process_had(disk: Disk) {
     let live = {
-        let store = Store::open(dir.path()).unwrap();
+        let store = disk.open().unwrap();
         assert_eq!(store.start_run("github_sync").unwrap(), 1);
         store
             .save_with(
@@ -67,7 +79,7 @@ fn replay_rebuilds_the_state_the_live_process_had() {
         live.latest_checkpoint.as_ref().map(|c| c.trigger),
         Some(Trigger::RateLimitReached)
     );
-    let store = Store::open(dir.path()).unwrap();
+    let store = disk.open().unwrap();
     assert_eq!(
         store.job("github_sync").unwrap(),
         live,
@@ -77,10 +89,8 @@ fn replay_rebuilds_the_state_the_live_process_had() {
     assert_eq!(latest.trigger, Some(Trigger::RateLimitReached));
 }
 
-#[test]
-fn planning_follows_the_decision_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+fn planning_follows_the_decision_table(disk: Disk) {
+    let store = disk.open().unwrap();
     // Never seen, or no checkpoint: a fresh start.
     assert_eq!(
         store.plan_with("jira_sync", &policy()).unwrap(),
@@ -143,10 +153,8 @@ fn planning_follows_the_decision_table() {
     );
 }
 
-#[test]
-fn the_retry_budget_runs_out() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+fn the_retry_budget_runs_out(disk: Disk) {
+    let store = disk.open().unwrap();
     let policy = RetryPolicy::new(2, Duration::from_millis(10), Duration::from_secs(1), 0.2);
     store.save("job", "p", &json!({})).unwrap();
     let mut delays = Vec::new();
@@ -167,12 +175,10 @@ fn the_retry_budget_runs_out() {
     assert_eq!(delays.len(), 2, "two retries, then give up");
 }
 
-#[test]
-fn a_full_restart_keeps_the_old_checkpoint_for_reference() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+fn a_full_restart_keeps_the_old_checkpoint_for_reference(disk: Disk) {
+    let store = disk.open().unwrap();
     store
-        .register("jira_sync", presets::jira_extractor())
+        .register("jira_sync", cairn::job::presets::jira_extractor())
         .unwrap();
     let old = json!({"last_sync_at": "2025-01-16T10:30:00Z", "extraction_phase": "issues", "total_issues_processed": 1250});
     let seq = store.save("jira_sync", "dev_status", &old).unwrap();
@@ -201,12 +207,10 @@ fn a_full_restart_keeps_the_old_checkpoint_for_reference() {
     );
 }
 
-#[test]
-fn validation_refuses_bad_checkpoints_writes_nothing_and_counts_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+fn validation_refuses_bad_checkpoints_writes_nothing_and_counts_them(disk: Disk) {
+    let store = disk.open().unwrap();
     store
-        .register("github_sync", presets::github_extractor())
+        .register("github_sync", cairn::job::presets::github_extractor())
         .unwrap();
     store
         .save("github_sync", "pr_extraction", &github_checkpoint(50, "c1"))
@@ -263,16 +267,14 @@ fn versioned(current: u32) -> JobType {
         .unwrap()
 }
 
-#[test]
-fn old_checkpoints_are_migrated_on_read_and_newer_ones_refused() {
-    let dir = tempfile::tempdir().unwrap();
+fn old_checkpoints_are_migrated_on_read_and_newer_ones_refused(disk: Disk) {
     {
-        let store = Store::open(dir.path()).unwrap();
+        let store = disk.open().unwrap();
         store.register("job", versioned(1)).unwrap();
         store.save("job", "p", &json!({"n": 7})).unwrap();
         store.save("bad", "p", &json!({"n": "seven"})).unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = disk.open().unwrap();
     store.register("job", versioned(3)).unwrap();
     store.register("bad", versioned(3)).unwrap();
     let latest = store.latest("job").unwrap().unwrap();
@@ -294,7 +296,7 @@ fn old_checkpoints_are_migrated_on_read_and_newer_ones_refused() {
         .save("job", "p", &json!({"count": {"value": 8}}))
         .unwrap();
     drop(store);
-    let store = Store::open(dir.path()).unwrap();
+    let store = disk.open().unwrap();
     store.register("job", versioned(1)).unwrap();
     match store.latest("job") {
         Err(Error::UnsupportedCheckpointVersion {
@@ -306,13 +308,11 @@ fn old_checkpoints_are_migrated_on_read_and_newer_ones_refused() {
     }
 }
 
-#[test]
-fn large_checkpoints_are_compressed_and_the_limit_applies_to_what_is_stored() {
-    let dir = tempfile::tempdir().unwrap();
+fn large_checkpoints_are_compressed_and_the_limit_applies_to_what_is_stored(disk: Disk) {
     let options = Options::default()
         .compress_above(1024)
         .max_payload(64 * 1024);
-    let store = Store::open_with(dir.path(), options.clone()).unwrap();
+    let store = disk.open_with(options.clone()).unwrap();
     let queue: Vec<Value> = (0..5000)
         .map(|i| json!({"name": format!("acme/repo{i}"), "finished": i < 2500}))
         .collect();
@@ -326,15 +326,13 @@ fn large_checkpoints_are_compressed_and_the_limit_applies_to_what_is_stored() {
         .expect("fits once compressed");
     assert_eq!(store.metrics().compressed_saves, 1);
     drop(store);
-    let store = Store::open_with(dir.path(), options).unwrap();
+    let store = disk.open_with(options).unwrap();
     assert_eq!(store.latest("github_sync").unwrap().unwrap().data, data);
-    assert!(Store::verify(dir.path()).unwrap().is_clean());
+    assert!(disk.verify().unwrap().is_clean());
 }
 
-#[test]
-fn metrics_count_what_happened() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+fn metrics_count_what_happened(disk: Disk) {
+    let store = disk.open().unwrap();
     store.start_run("a").unwrap();
     store.save("a", "p", &1).unwrap();
     store.save("b", "p", &2).unwrap();
@@ -362,12 +360,10 @@ fn metrics_count_what_happened() {
     );
 }
 
-#[test]
-fn a_new_run_after_a_success_starts_over() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+fn a_new_run_after_a_success_starts_over(disk: Disk) {
+    let store = disk.open().unwrap();
     store
-        .register("github_sync", presets::github_extractor())
+        .register("github_sync", cairn::job::presets::github_extractor())
         .unwrap();
     store.start_run("github_sync").unwrap();
     store

@@ -12,19 +12,24 @@
 //! `CAIRN_KILL9_ROUNDS` raises the number of rounds (default 100); `CAIRN_KILL9_SEED` replays
 //! a seed printed by a failing run.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{ChildStdin, ChildStdout, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cairn::{FindingKind, Options, Store};
+use cairn::{FindingKind, Store};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cairn");
-const SEGMENT_SIZE_BYTES: u64 = 64 * 1024;
+use common::cli::command;
+use common::files::snapshot;
+use common::keep_every_checkpoint;
+use common::rng::{Rng, env_u64, seed_from_clock};
+
 const DEFAULT_ROUNDS: u64 = 100;
 const MAX_KILL_DELAY_MS: u64 = 30;
 /// Rounds that crash one store before the next starts: enough for recovery to run on
@@ -37,23 +42,6 @@ const FIRST_ACK_TIMEOUT: Duration = Duration::from_secs(20);
 const MAX_LINES_PER_ROUND: u64 = 10_000_000;
 /// Few jobs: each check reads every job's history, and each history read scans the log.
 const JOBS: [&str; 3] = ["orders", "github_sync", "ünïcode job/1"];
-
-/// splitmix64: small, seedable, good enough to pick delays and modes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-}
 
 /// The job of line `i` of `round`.
 fn job_of(round: u64, i: u64) -> &'static str {
@@ -143,27 +131,17 @@ fn every_acknowledged_save_survives_sigkill() {
     );
 }
 
-/// Compaction runs in the children and the checks (the background compactor after a few
-/// segments), keeping every checkpoint: the checks expect every acknowledged save.
-fn options() -> Options {
-    Options::default()
-        .segment_size(SEGMENT_SIZE_BYTES)
-        .retention(cairn::Retention::default().keep_last(usize::MAX))
-}
-
 /// Creates the store before the first kill, so that every round's checks (`verify`, reopen)
 /// have a store to look at even when the kill lands before `put` created it.
 fn create_store(dir: &Path) {
-    let options = options();
+    let options = keep_every_checkpoint();
     let store = Store::open_with(dir, options).expect("create the store");
     store.close().expect("close the new store");
 }
 
 /// Runs `put --stdin` on `dir`, feeding it the lines of `round`, and kills it as `plan` says.
 fn crash_round(dir: &Path, round: u64, plan: Plan) -> Round {
-    let mut child = Command::new(BIN)
-        .arg("--dir")
-        .arg(dir)
+    let mut child = command(dir)
         .args([
             "--segment-size",
             "64KiB",
@@ -174,7 +152,6 @@ fn crash_round(dir: &Path, round: u64, plan: Plan) -> Round {
             "put",
             "--stdin",
         ])
-        .env_remove("CAIRN_LOG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -249,7 +226,7 @@ fn collect_acks(stdout: ChildStdout, first_ack: mpsc::Sender<()>) -> Vec<(String
 /// what was acknowledged and, for earlier rounds, exactly as long as found before. Returns the
 /// number of torn tails recovery cut.
 fn check_store(dir: &Path, round: &Round, lines_kept: &mut Vec<u64>, context: &str) -> usize {
-    let options = options();
+    let options = keep_every_checkpoint();
     let store = Store::open_with(dir, options)
         .unwrap_or_else(|e| panic!("{context}: reopen failed: {e}\n{}", round.stderr));
     let report = store.recovery_report();
@@ -311,11 +288,8 @@ fn check_store(dir: &Path, round: &Round, lines_kept: &mut Vec<u64>, context: &s
 /// status 1, and not a byte changed.
 fn verify_leaves_crashed_store_alone(dir: &Path, context: &str) {
     let before = snapshot(dir);
-    let output = Command::new(BIN)
-        .arg("--dir")
-        .arg(dir)
+    let output = command(dir)
         .args(["verify", "--json"])
-        .env_remove("CAIRN_LOG")
         .output()
         .expect("run cairn verify");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -336,18 +310,6 @@ fn verify_leaves_crashed_store_alone(dir: &Path, context: &str) {
         snapshot(dir) == before,
         "{context}: verify changed the store"
     );
-}
-
-/// Every file of `dir` with its bytes.
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .expect("list the store")
-        .map(|entry| {
-            let entry = entry.expect("directory entry");
-            let bytes = std::fs::read(entry.path()).expect("read a store file");
-            (entry.file_name().to_string_lossy().into_owned(), bytes)
-        })
-        .collect()
 }
 
 /// Every checkpoint of every job, by seq; each job's history must be in strictly increasing
@@ -394,22 +356,6 @@ fn check_acks(by_seq: &BTreeMap<u64, (String, Value)>, round: &Round, number: u6
     }
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    let value = std::env::var(name).ok()?;
-    Some(
-        value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
-    )
-}
-
-fn seed_from_clock() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
 /// A writer killed between creating `CAIRN.tmp` and renaming it to `CAIRN` (the store marker)
 /// leaves a directory that holds only `CAIRN.tmp`. Such a directory never held data and must
 /// open as a new store (it was once refused as "not empty and has no CAIRN marker file").
@@ -417,7 +363,7 @@ fn seed_from_clock() -> u64 {
 fn a_store_killed_while_writing_its_marker_still_opens() {
     let temp = tempfile::tempdir().expect("tempdir");
     std::fs::write(temp.path().join("CAIRN.tmp"), b"").expect("leftover marker");
-    let options = options();
+    let options = keep_every_checkpoint();
     let store = Store::open_with(temp.path(), options).expect("opens as a new store");
     store.save("job", "p", &1).expect("save");
 }

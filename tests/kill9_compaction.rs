@@ -16,16 +16,21 @@
 //! `CAIRN_KILL9_ROUNDS` sets the number of rounds (default 100); `CAIRN_KILL9_SEED` replays a
 //! seed printed by a run.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{ChildStdout, Command, Stdio};
+use std::process::{ChildStdout, Stdio};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use cairn::{AutoCompact, FindingKind, Options, Retention, Store};
 use serde_json::{Value, json};
+
+use common::child::this_test;
+use common::rng::{Rng, env_u64, seed_from_clock};
 
 const CHILD_DIR_ENV: &str = "CAIRN_KILL9_COMPACTION_CHILD_DIR";
 const CHILD_ROUND_ENV: &str = "CAIRN_KILL9_COMPACTION_CHILD_ROUND";
@@ -35,13 +40,12 @@ const SAVER_THREADS: usize = 3;
 const JOBS_PER_THREAD: usize = 2;
 const RARE_JOB_EVERY: usize = 16;
 const KEEP_LAST: usize = 3;
-const SEGMENT_SIZE_BYTES: u64 = 64 * 1024;
 /// Longest wait for the child to open the store or print the marker a plan waits for.
 const MARKER_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// 64 KiB segments, a short retention window and aggressive automatic compaction.
 fn options() -> Options {
-    Options::default()
-        .segment_size(SEGMENT_SIZE_BYTES)
+    common::small_segments()
         .retention(Retention::default().keep_last(KEEP_LAST))
         .auto_compact(AutoCompact::default().segments(2))
 }
@@ -81,10 +85,7 @@ fn child_entry_point() {
     let Ok(dir) = std::env::var(CHILD_DIR_ENV) else {
         return;
     };
-    let round: u64 = std::env::var(CHILD_ROUND_ENV)
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .expect("round");
+    let round = env_u64(CHILD_ROUND_ENV).expect("the parent sets the round");
     let store = Arc::new(Store::open_with(&dir, options()).expect("child opens the store"));
     // The test harness has printed "test child_entry_point ... " without a newline: end
     // that line first, so that "ready" is a line of its own.
@@ -282,13 +283,7 @@ fn wait_for_plan(
 
 /// Runs one child on `dir` and kills it as `plan` says.
 fn run_child(dir: &Path, round: u64, plan: Plan) -> Round {
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "child_entry_point",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = this_test("child_entry_point")
         .env(CHILD_DIR_ENV, dir)
         .env(CHILD_ROUND_ENV, round.to_string())
         .env_remove("CAIRN_LOG")
@@ -632,37 +627,4 @@ fn file_names(dir: &Path) -> Vec<String> {
                 .into_owned()
         })
         .collect()
-}
-
-/// splitmix64: small, seedable, good enough to pick plans.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    let value = std::env::var(name).ok()?;
-    Some(
-        value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
-    )
-}
-
-fn seed_from_clock() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }

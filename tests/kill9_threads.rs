@@ -8,28 +8,26 @@
 //! `CAIRN_KILL9_THREADS_ROUNDS` sets the number of rounds (default 100); `CAIRN_KILL9_SEED`
 //! replays a run.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn::{Options, Store};
+use cairn::Store;
 use serde_json::json;
+
+use common::child::this_test;
+use common::keep_every_checkpoint;
+use common::rng::{env_u64, seed_from_clock, xorshift};
 
 const CHILD_DIR_ENV: &str = "CAIRN_KILL9_CHILD_DIR";
 const CHILD_ROUND_ENV: &str = "CAIRN_KILL9_CHILD_ROUND";
 const WRITER_THREADS: u64 = 4;
 const ROUNDS_PER_STORE: u64 = 25;
-
-/// Compaction runs (the background compactor after a few segments) but keeps every
-/// checkpoint: the checks expect every acknowledged save.
-fn options() -> Options {
-    Options::default()
-        .segment_size(64 * 1024)
-        .retention(cairn::Retention::default().keep_last(usize::MAX))
-}
 
 /// The child: `WRITER_THREADS` threads save until the process is killed. Only runs when the
 /// parent re-executes this binary with `CHILD_DIR_ENV` set; in a normal test run it returns.
@@ -38,11 +36,9 @@ fn child_writers_entry_point() {
     let Ok(dir) = std::env::var(CHILD_DIR_ENV) else {
         return;
     };
-    let round: u64 = std::env::var(CHILD_ROUND_ENV)
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0);
-    let store = Arc::new(Store::open_with(&dir, options()).expect("child opens the store"));
+    let round = env_u64(CHILD_ROUND_ENV).expect("the parent sets the round");
+    let store =
+        Arc::new(Store::open_with(&dir, keep_every_checkpoint()).expect("child opens the store"));
     let threads: Vec<_> = (0..WRITER_THREADS)
         .map(|t| {
             let store = store.clone();
@@ -85,13 +81,7 @@ fn parse_ack(line: &str) -> Option<Ack> {
 
 /// Runs one child and kills it after `delay`; returns its acknowledgements.
 fn run_child(dir: &Path, round: u64, delay: Duration) -> Vec<Ack> {
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "child_writers_entry_point",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = this_test("child_writers_entry_point")
         .env(CHILD_DIR_ENV, dir)
         .env(CHILD_ROUND_ENV, round.to_string())
         .stdout(Stdio::piped())
@@ -114,18 +104,8 @@ fn run_child(dir: &Path, round: u64, delay: Duration) -> Vec<Ack> {
 
 #[test]
 fn every_acknowledged_save_of_a_multithreaded_process_survives_sigkill() {
-    let rounds: u64 = std::env::var("CAIRN_KILL9_THREADS_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(100);
-    let seed: u64 = std::env::var("CAIRN_KILL9_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
+    let rounds = env_u64("CAIRN_KILL9_THREADS_ROUNDS").unwrap_or(100);
+    let seed = env_u64("CAIRN_KILL9_SEED").unwrap_or_else(seed_from_clock);
     let mut rng = seed | 1;
     let temp = tempfile::tempdir().expect("tempdir");
     let mut dir = temp.path().to_path_buf();
@@ -134,22 +114,19 @@ fn every_acknowledged_save_of_a_multithreaded_process_survives_sigkill() {
     for round in 0..rounds {
         if round % ROUNDS_PER_STORE == 0 {
             dir = temp.path().join(format!("store{round}"));
-            Store::open_with(&dir, options())
+            Store::open_with(&dir, keep_every_checkpoint())
                 .expect("create the store")
                 .close()
                 .expect("close");
             acked.clear();
         }
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let delay = Duration::from_millis(30 + rng % 120);
+        let delay = Duration::from_millis(30 + xorshift(&mut rng) % 120);
         let new_acks = run_child(&dir, round, delay);
         acked_total += new_acks.len();
         acked.extend(new_acks);
         let context = format!("round {round}, seed {seed} (CAIRN_KILL9_SEED to replay)");
-        let store =
-            Store::open_with(&dir, options()).unwrap_or_else(|e| panic!("{context}: reopen: {e}"));
+        let store = Store::open_with(&dir, keep_every_checkpoint())
+            .unwrap_or_else(|e| panic!("{context}: reopen: {e}"));
         let mut by_seq = HashMap::new();
         for t in 0..WRITER_THREADS {
             let history = store.history(&format!("writer{t}")).unwrap();

@@ -5,73 +5,24 @@
 //! segment's end; savers were acknowledged before the mark proving their sync existed; a
 //! save whose mark found no room was acknowledged without proof) and pass since the fixes.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cairn::testing::{self, CrashMode, SimDisk, Step};
-use cairn::{AutoCompact, Error, FindingKind, Options, Store};
+use cairn::testing::{CrashMode, SimDisk, Step};
+use cairn::{Error, FindingKind, Store};
 use serde_json::{Value, json};
 
-const DIR: &str = "/sim/store";
-const SEGMENT: u64 = 64 * 1024;
-const HEADER: usize = 64;
+use common::files::{CHECKPOINT, MARK, RECORD_HEADER_BYTES, records};
+use common::sim::{self, segment_path};
+use common::{SEGMENT_BYTES, options, wait_for};
+
 /// Room the writer keeps after every record: two marks and a seal (FORMAT.md, "Finding the
 /// end of valid data").
 const RESERVE: usize = 96;
-const RECORD_HEADER: usize = 32;
-
-fn options() -> Options {
-    Options::default()
-        .segment_size(SEGMENT)
-        .auto_compact(AutoCompact::disabled())
-}
-
-fn segment_path(id: u64) -> PathBuf {
-    Path::new(DIR).join(format!("{id:020}.seg"))
-}
-
-/// A record as its header says, found by walking a segment image from its header.
-#[derive(Debug, Clone, Copy)]
-struct Walked {
-    offset: usize,
-    seq: u64,
-    durable_seq: u64,
-    body_len: usize,
-    kind: u8,
-}
-
-impl Walked {
-    fn end(&self) -> usize {
-        self.offset + (RECORD_HEADER + self.body_len).next_multiple_of(8)
-    }
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
-}
-
-/// Walks the records of a segment image (no checksum checks: the image is known good).
-fn walk(bytes: &[u8]) -> Vec<Walked> {
-    let mut out = Vec::new();
-    let mut pos = HEADER;
-    while pos + RECORD_HEADER <= bytes.len() && bytes[pos..pos + RECORD_HEADER] != [0; 32] {
-        let record = Walked {
-            offset: pos,
-            seq: u64_at(bytes, pos + 8),
-            durable_seq: u64_at(bytes, pos + 16),
-            body_len: u32::from_le_bytes(bytes[pos + 24..pos + 28].try_into().unwrap()) as usize,
-            kind: bytes[pos + 28],
-        };
-        pos = record.end();
-        out.push(record);
-    }
-    out
-}
-
-const MARK: u8 = 5;
-const CHECKPOINT: u8 = 1;
 
 /// Data of exactly `len` bytes of JSON (a string), so record sizes can be planned.
 fn sized(len: usize) -> Value {
@@ -94,7 +45,7 @@ fn the_largest_accepted_payload_is_saved_without_a_panic() {
     // The body of a checkpoint of job "j", phase "p" is its JSON plus a small envelope; try
     // every JSON length around the limit.
     let mut outcomes = Vec::new();
-    for len in (SEGMENT as usize - 260)..(SEGMENT as usize - 100) {
+    for len in (SEGMENT_BYTES as usize - 260)..(SEGMENT_BYTES as usize - 100) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_with(dir.path(), options.clone()).unwrap();
         let saved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -121,65 +72,60 @@ fn the_largest_accepted_payload_is_saved_without_a_panic() {
 // Finding B: two marks in a row (two group-commit leaders), panic at the end of a segment.
 // ---------------------------------------------------------------------------------------------
 
-/// Polls `cond` for up to ten seconds.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+/// Two saves that fill the rest of segment 1: `a` small, `b` ending exactly where the room
+/// reserved for marks and the seal starts, so that leader 1's mark for `a` lands at `mark_at`,
+/// right after `b`.
+struct TwoSaves {
+    /// Saves made to fill segment 1 first.
+    saves_before: u64,
+    a_len: usize,
+    b_len: usize,
+    mark_at: usize,
 }
 
-/// Leader 1 syncs save `a`; meanwhile save `b` is appended. Leader 1 then writes the mark
-/// proving `a` after `b`; leader 2 syncs `b` and writes a second mark right after the first,
-/// with no record in between. `Writer::append_mark` assumes at most one mark follows a record
-/// ("a later mark would have to prove more, which needs a new record": but record `b` was
-/// written before the first mark), so when `b` ends exactly at the mark + seal reserve the
-/// second mark does not fit and the assert panics in the saver of `b`.
-#[test]
-fn two_leaders_never_need_more_than_the_reserved_room_for_marks() {
-    let disk = SimDisk::new();
-    let store = Arc::new(testing::open(&disk, Path::new(DIR), options(), false).unwrap());
-    let image = || disk.read_file(&segment_path(1)).unwrap();
-    // Fill segment 1 so that about 1 KiB is left; measure the checkpoint envelope.
+/// Fills segment 1 of `store` (whose image `image` reads) until about 1.7 KiB are left,
+/// measures the checkpoint envelope, and plans the two saves.
+fn plan_two_saves(store: &Store, image: impl Fn() -> Vec<u8>) -> TwoSaves {
     let pad = 1000;
-    let mut n = 0;
+    let mut saves_before = 0;
     loop {
         store.save("j", "p", &sized(pad)).unwrap();
-        n += 1;
-        let records = walk(&image());
-        let end = records.last().unwrap().end();
-        if (SEGMENT as usize) - end < 1700 {
+        saves_before += 1;
+        let end = records(&image()).last().unwrap().end();
+        if (SEGMENT_BYTES as usize) - end < 1700 {
             break;
         }
     }
-    let records = walk(&image());
-    let last_checkpoint = records.iter().rev().find(|r| r.kind == CHECKPOINT).unwrap();
+    let walked = records(&image());
+    let last_checkpoint = walked.iter().rev().find(|r| r.kind == CHECKPOINT).unwrap();
     let envelope = last_checkpoint.body_len - pad;
-    let end = records.last().unwrap().end();
+    let end = walked.last().unwrap().end();
     assert_eq!(
-        records.last().unwrap().kind,
+        walked.last().unwrap().kind,
         MARK,
         "Sync mode marks every save"
     );
-    // Save a: small. Save b: ends exactly where the reserve for marks and the seal starts.
     let a_len = 100;
-    let a_end = end + (RECORD_HEADER + envelope + a_len).next_multiple_of(8);
-    let b_padded = SEGMENT as usize - RESERVE - a_end;
-    assert_eq!(b_padded % 8, 0);
-    let b_len = b_padded - RECORD_HEADER - envelope;
-    assert!(b_len > 300, "setup: {b_len}");
+    let a_end = end + (RECORD_HEADER_BYTES + envelope + a_len).next_multiple_of(8);
+    let b_padded = SEGMENT_BYTES as usize - RESERVE - a_end;
+    let b_len = b_padded - RECORD_HEADER_BYTES - envelope;
+    assert!(b_padded.is_multiple_of(8) && b_len > 300, "setup: {b_len}");
+    TwoSaves {
+        saves_before,
+        a_len,
+        b_len,
+        mark_at: a_end + b_padded,
+    }
+}
 
-    // The hook: the first sync (leader 1, save a) waits to be released; the second (leader 2,
-    // save b) waits until leader 1's mark is in the file.
+/// Holds the first two syncs of `disk`: the first (leader 1's, of save `a`) says so on the
+/// returned receiver and waits for the returned sender; the second (leader 2's, of save `b`)
+/// waits until leader 1's mark is in the file at `mark_at`.
+fn hold_two_leaders(disk: &SimDisk, mark_at: usize) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
     let (in_sync_tx, in_sync_rx) = mpsc::channel::<()>();
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let release_rx = Mutex::new(release_rx);
     let mut syncs = 0;
-    let mark_at = a_end + b_padded;
     disk.set_hook(move |disk, step| {
         if step != Step::Sync {
             return;
@@ -199,6 +145,27 @@ fn two_leaders_never_need_more_than_the_reserved_room_for_marks() {
             }
         }
     });
+    (in_sync_rx, release_tx)
+}
+
+/// Leader 1 syncs save `a`; meanwhile save `b` is appended. Leader 1 then writes the mark
+/// proving `a` after `b`; leader 2 syncs `b` and writes a second mark right after the first,
+/// with no record in between. `Writer::append_mark` assumes at most one mark follows a record
+/// ("a later mark would have to prove more, which needs a new record": but record `b` was
+/// written before the first mark), so when `b` ends exactly at the mark + seal reserve the
+/// second mark does not fit and the assert panics in the saver of `b`.
+#[test]
+fn two_leaders_never_need_more_than_the_reserved_room_for_marks() {
+    let disk = SimDisk::new();
+    let store = Arc::new(sim::open(&disk, options()).unwrap());
+    let image = || disk.read_file(&segment_path(1)).unwrap();
+    let TwoSaves {
+        saves_before: n,
+        a_len,
+        b_len,
+        mark_at,
+    } = plan_two_saves(&store, image);
+    let (in_sync_rx, release_tx) = hold_two_leaders(&disk, mark_at);
     let saver = |len: usize| {
         let store = store.clone();
         std::thread::spawn(move || {
@@ -210,15 +177,15 @@ fn two_leaders_never_need_more_than_the_reserved_room_for_marks() {
     let leader_1 = saver(a_len);
     in_sync_rx.recv().unwrap();
     let leader_2 = saver(b_len);
-    eventually("save b is written", || {
-        walk(&image())
+    wait_for("save b is written", || {
+        records(&image())
             .iter()
-            .any(|r| r.seq == n as u64 + 2 && r.kind == CHECKPOINT)
+            .any(|r| r.seq == n + 2 && r.kind == CHECKPOINT)
     });
-    let b = *walk(&image()).last().unwrap();
+    let b = *records(&image()).last().unwrap();
     assert_eq!(
         b.end(),
-        SEGMENT as usize - RESERVE,
+        SEGMENT_BYTES as usize - RESERVE,
         "setup: save b ends at the reserve"
     );
     release_tx.send(()).unwrap();
@@ -237,7 +204,7 @@ fn two_leaders_never_need_more_than_the_reserved_room_for_marks() {
     );
     // Both saves survive a crash of the process, and the log still rolls over.
     let crashed = disk.crash(CrashMode::KeepUnsynced, 3);
-    let reopened = testing::open(&crashed, Path::new(DIR), options(), false).unwrap();
+    let reopened = sim::open(&crashed, options()).unwrap();
     assert_eq!(reopened.latest("j").unwrap().unwrap().seq, b.seq);
     reopened.save("j", "p", &sized(2000)).unwrap();
     assert_eq!(reopened.segment_count(), 2);
@@ -250,7 +217,7 @@ fn two_leaders_never_need_more_than_the_reserved_room_for_marks() {
 /// Flips one bit of the JSON of the record numbered `seq` in a segment image of `disk`.
 fn flip_bit_in_record(disk: &SimDisk, path: &Path, seq: u64) {
     let mut bytes = disk.read_file(path).unwrap();
-    let record = walk(&bytes)
+    let record = records(&bytes)
         .into_iter()
         .find(|r| r.seq == seq && r.kind == CHECKPOINT)
         .unwrap();
@@ -274,38 +241,10 @@ fn a_waiter_is_acknowledged_only_once_its_proof_is_written() {
 /// One run of the scenario above; returns what went wrong, if anything.
 fn acknowledged_without_proof(run: u64) -> Option<String> {
     let disk = SimDisk::new();
-    let store = Arc::new(testing::open(&disk, Path::new(DIR), options(), false).unwrap());
+    let store = Arc::new(sim::open(&disk, options()).unwrap());
     store.save("j0", "p", &json!({"i": 0})).unwrap();
     let image = || disk.read_file(&segment_path(1)).unwrap();
-    let (in_sync_tx, in_sync_rx) = mpsc::channel::<()>();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let release_rx = Mutex::new(release_rx);
-    let mut syncs = 0;
-    disk.set_hook(move |disk, step| {
-        if step != Step::Sync {
-            return;
-        }
-        syncs += 1;
-        if syncs == 1 {
-            in_sync_tx.send(()).unwrap();
-            release_rx.lock().unwrap().recv().unwrap();
-        } else if syncs == 2 {
-            // Leader 2 is syncing saves a and b. Once leader 1's mark is written (it races
-            // with this sync), the next write is leader 2's mark: make it fail.
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(5) {
-                let bytes = disk.read_file(&segment_path(1)).unwrap();
-                if walk(&bytes)
-                    .last()
-                    .is_some_and(|r| r.kind == MARK && r.durable_seq == 2)
-                {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            disk.inject(cairn::testing::Fault::FailWrite(1));
-        }
-    });
+    let (in_sync_rx, release_tx) = fail_the_mark_of_leader_2(&disk);
     let saver = |job: &'static str| {
         let store = store.clone();
         std::thread::spawn(move || store.save(job, "p", &json!({"job": job})))
@@ -314,12 +253,12 @@ fn acknowledged_without_proof(run: u64) -> Option<String> {
     let leader_1 = saver("j1");
     in_sync_rx.recv().unwrap();
     let a = saver("ja");
-    eventually("save a is written", || {
-        walk(&image()).iter().any(|r| r.seq == 3)
+    wait_for("save a is written", || {
+        records(&image()).iter().any(|r| r.seq == 3)
     });
     let b = saver("jb");
-    eventually("save b is written", || {
-        walk(&image()).iter().any(|r| r.seq == 4)
+    wait_for("save b is written", || {
+        records(&image()).iter().any(|r| r.seq == 4)
     });
     release_tx.send(()).unwrap();
     // Leader 1's own save was proven before leader 2 failed; it may still see the poison
@@ -334,28 +273,68 @@ fn acknowledged_without_proof(run: u64) -> Option<String> {
     let acked: Vec<u64> = [a, b].into_iter().filter_map(Result::ok).collect();
     let crashed = disk.crash(CrashMode::KeepUnsynced, run);
     drop(store);
-    for seq in acked {
-        let copy = crashed.crash(CrashMode::KeepUnsynced, run);
-        flip_bit_in_record(&copy, &segment_path(1), seq);
-        match testing::open(&copy, Path::new(DIR), options(), false) {
-            Err(err) if err.is_corruption() => {}
-            Err(err) => return Some(format!("unexpected error {err}")),
-            Ok(store) => {
-                let findings: Vec<FindingKind> = store
-                    .recovery_report()
-                    .findings
-                    .iter()
-                    .map(|f| f.kind)
-                    .collect();
-                let next = store.save("j", "p", &json!({"i": "new"})).unwrap();
-                return Some(format!(
-                    "acknowledged save {seq} was cut off silently after a crash: findings \
-                     {findings:?}, next save numbered {next}"
-                ));
+    acked
+        .into_iter()
+        .find_map(|seq| cut_off_silently(&crashed, seq, run))
+}
+
+/// Holds the first sync of `disk` (leader 1's): it says so on the returned receiver and waits
+/// for the returned sender. The second (leader 2's, of saves a and b) waits until leader 1's
+/// mark is written (it races with this sync), then makes the next write, leader 2's mark,
+/// fail.
+fn fail_the_mark_of_leader_2(disk: &SimDisk) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
+    let (in_sync_tx, in_sync_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let mut syncs = 0;
+    disk.set_hook(move |disk, step| {
+        if step != Step::Sync {
+            return;
+        }
+        syncs += 1;
+        if syncs == 1 {
+            in_sync_tx.send(()).unwrap();
+            release_rx.lock().unwrap().recv().unwrap();
+        } else if syncs == 2 {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                let bytes = disk.read_file(&segment_path(1)).unwrap();
+                if records(&bytes)
+                    .last()
+                    .is_some_and(|r| r.kind == MARK && r.durable_seq == 2)
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
             }
+            disk.inject(cairn::testing::Fault::FailWrite(1));
+        }
+    });
+    (in_sync_rx, release_tx)
+}
+
+/// After a crash (`crashed`), one bit of acknowledged save `seq` flips: the default open must
+/// refuse the store as corrupt. Returns what went wrong if it does not.
+fn cut_off_silently(crashed: &SimDisk, seq: u64, run: u64) -> Option<String> {
+    let copy = crashed.crash(CrashMode::KeepUnsynced, run);
+    flip_bit_in_record(&copy, &segment_path(1), seq);
+    match sim::open(&copy, options()) {
+        Err(err) if err.is_corruption() => None,
+        Err(err) => Some(format!("unexpected error {err}")),
+        Ok(store) => {
+            let findings: Vec<FindingKind> = store
+                .recovery_report()
+                .findings
+                .iter()
+                .map(|f| f.kind)
+                .collect();
+            let next = store.save("j", "p", &json!({"i": "new"})).unwrap();
+            Some(format!(
+                "acknowledged save {seq} was cut off silently after a crash: findings \
+                 {findings:?}, next save numbered {next}"
+            ))
         }
     }
-    None
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -369,7 +348,7 @@ fn power_loss_during_concurrent_saves_and_rollovers_keeps_every_acknowledged_sav
     type Saves = Vec<(String, u64, Value)>;
     type Acked = Arc<Mutex<Saves>>;
     let disk = SimDisk::new();
-    let store = Arc::new(testing::open(&disk, Path::new(DIR), options(), false).unwrap());
+    let store = Arc::new(sim::open(&disk, options()).unwrap());
     let acked: Acked = Arc::new(Mutex::new(Vec::new()));
     let images: Arc<Mutex<Vec<(SimDisk, Saves)>>> = Arc::default();
     {
@@ -412,7 +391,7 @@ fn power_loss_during_concurrent_saves_and_rollovers_keeps_every_acknowledged_sav
     let images = std::mem::take(&mut *images.lock().unwrap());
     assert!(images.len() > 60, "{}", images.len());
     for (n, (image, known)) in images.into_iter().enumerate() {
-        let reopened = testing::open(&image, Path::new(DIR), options(), false)
+        let reopened = sim::open(&image, options())
             .unwrap_or_else(|e| panic!("image {n}: the default open refuses: {e}"));
         for (job, seq, data) in &known {
             let history = reopened.history(job).unwrap();
@@ -443,54 +422,15 @@ fn power_loss_during_concurrent_saves_and_rollovers_keeps_every_acknowledged_sav
 #[test]
 fn a_save_acknowledged_without_room_for_its_mark_is_still_proven_after_a_crash() {
     let disk = SimDisk::new();
-    let store = Arc::new(testing::open(&disk, Path::new(DIR), options(), false).unwrap());
+    let store = Arc::new(sim::open(&disk, options()).unwrap());
     let image = || disk.read_file(&segment_path(1)).unwrap();
-    // Fill segment 1 so that about 1.7 KiB are left; measure the checkpoint envelope.
-    let pad = 1000;
-    loop {
-        store.save("j", "p", &sized(pad)).unwrap();
-        let end = walk(&image()).last().unwrap().end();
-        if (SEGMENT as usize) - end < 1700 {
-            break;
-        }
-    }
-    let records = walk(&image());
-    let last_checkpoint = records.iter().rev().find(|r| r.kind == CHECKPOINT).unwrap();
-    let envelope = last_checkpoint.body_len - pad;
-    let end = records.last().unwrap().end();
-    // Save a: small. Save b: ends exactly where the reserve for marks and the seal starts.
-    let a_len = 100;
-    let a_end = end + (RECORD_HEADER + envelope + a_len).next_multiple_of(8);
-    let b_padded = SEGMENT as usize - RESERVE - a_end;
-    let b_len = b_padded - RECORD_HEADER - envelope;
-    assert!(b_padded.is_multiple_of(8) && b_len > 300, "setup: {b_len}");
-
-    // The first sync (leader 1, save a) waits to be released; the second (leader 2, save b)
-    // waits until leader 1's mark is in the file after b.
-    let (in_sync_tx, in_sync_rx) = mpsc::channel::<()>();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let release_rx = Mutex::new(release_rx);
-    let mut syncs = 0;
-    let mark_at = a_end + b_padded;
-    disk.set_hook(move |disk, step| {
-        if step != Step::Sync {
-            return;
-        }
-        syncs += 1;
-        if syncs == 1 {
-            in_sync_tx.send(()).unwrap();
-            release_rx.lock().unwrap().recv().unwrap();
-        } else if syncs == 2 {
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(5) {
-                let bytes = disk.read_file(&segment_path(1)).unwrap();
-                if bytes[mark_at + 28] == MARK {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-    });
+    let TwoSaves {
+        a_len,
+        b_len,
+        mark_at,
+        ..
+    } = plan_two_saves(&store, image);
+    let (in_sync_rx, release_tx) = hold_two_leaders(&disk, mark_at);
     let saver = |len: usize| {
         let store = store.clone();
         std::thread::spawn(move || store.save("j", "p", &sized(len)))
@@ -498,16 +438,16 @@ fn a_save_acknowledged_without_room_for_its_mark_is_still_proven_after_a_crash()
     let leader_1 = saver(a_len);
     in_sync_rx.recv().unwrap();
     let leader_2 = saver(b_len);
-    eventually("save b is written", || {
-        walk(&image())
+    wait_for("save b is written", || {
+        records(&image())
             .last()
-            .is_some_and(|r| r.kind == CHECKPOINT && r.end() == SEGMENT as usize - RESERVE)
+            .is_some_and(|r| r.kind == CHECKPOINT && r.end() == SEGMENT_BYTES as usize - RESERVE)
     });
     release_tx.send(()).unwrap();
     leader_1.join().unwrap().expect("save a");
     let b_seq = leader_2.join().unwrap().expect("save b is acknowledged");
     disk.clear_hook();
-    let tail = walk(&image());
+    let tail = records(&image());
     let b = *tail
         .iter()
         .find(|r| r.seq == b_seq && r.kind == CHECKPOINT)
@@ -526,7 +466,7 @@ fn a_save_acknowledged_without_room_for_its_mark_is_still_proven_after_a_crash()
     bytes[b.end() - 9] ^= 0x10;
     crashed.overwrite_file(&segment_path(1), bytes);
 
-    match testing::open(&crashed, Path::new(DIR), options(), false) {
+    match sim::open(&crashed, options()) {
         Err(error) => assert!(error.is_corruption(), "a clear corruption error: {error}"),
         Ok(reopened) => {
             let latest = reopened.latest("j").unwrap().map(|c| c.seq);

@@ -9,6 +9,8 @@
 //!   reports it (`metrics().full`, `is_healthy()`), everything acknowledged is intact after a
 //!   reopen, and deleting jobs makes room again.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -16,10 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
-use cairn::{AutoCompact, Durability, Error, Options, Retention, Store};
+use cairn::{AutoCompact, Durability, Error, Retention, Store};
 use serde_json::{Value, json};
 
-const SEGMENT_SIZE_BYTES: u64 = 64 * 1024;
+use common::{SEGMENT_BYTES, small_segments};
 
 /// What the store directory takes on disk: the length of every file in it (segments, a
 /// compacted segment being written, the marker and the lock file). A file renamed or removed
@@ -95,64 +97,54 @@ fn data_of(job: usize, n: u64, pad_bytes: usize) -> Value {
     json!({"job": job, "n": n, "pad": "s".repeat(pad_bytes)})
 }
 
+/// Jobs of the continuous-save soak.
+const SOAK_JOBS: usize = 8;
+/// The size limit of the continuous-save soak.
+const SOAK_LIMIT_BYTES: u64 = 512 * 1024;
+/// Compactions the continuous-save soak runs into.
+const TARGET_COMPACTIONS: u64 = 40;
+/// Saves after which the continuous-save soak gives up waiting for them.
+const MAX_SAVES: u64 = 100_000;
+
+/// What the saves of a continuous-save soak saw.
+struct Soaked {
+    saves: u64,
+    compactions: u64,
+    max_after_save: u64,
+    /// Each job's last save: its seq and data.
+    last_saved: HashMap<usize, (u64, Value)>,
+}
+
 /// The continuous-save soak on `options` (with a 512 KiB limit and 64 KiB segments).
 /// Syncs are left to the operating system: they do not change what is written or when a
 /// segment is needed, and without them the test makes more rollovers per second.
 fn soak(label: &str, auto_compact: AutoCompact) {
-    const JOBS: usize = 8;
-    const LIMIT_BYTES: u64 = 512 * 1024;
-    const TARGET_COMPACTIONS: u64 = 40;
-    const MAX_SAVES: u64 = 100_000;
     let temp = tempfile::tempdir().expect("tempdir");
     let dir = temp.path().join("store");
-    let options = Options::default()
+    let options = small_segments()
         .durability(Durability::OsOnly)
-        .segment_size(SEGMENT_SIZE_BYTES)
-        .retention(Retention::default().keep_last(2).max_bytes(LIMIT_BYTES))
+        .retention(
+            Retention::default()
+                .keep_last(2)
+                .max_bytes(SOAK_LIMIT_BYTES),
+        )
         .auto_compact(auto_compact);
     let store = Store::open_with(&dir, options.clone()).expect("open");
     let poller = Poller::start(dir.clone());
-    let bound = LIMIT_BYTES + SEGMENT_SIZE_BYTES;
-    let mut last_saved: HashMap<usize, (u64, Value)> = HashMap::new();
-    let (mut compactions, mut max_after_save) = (0u64, 0u64);
-    let mut oldest_id = 1;
-    let mut saves = 0u64;
-    while compactions < TARGET_COMPACTIONS && saves < MAX_SAVES {
-        let job = (saves as usize * 5) % JOBS;
-        // 0.5 to 1.5 KB, so records straddle segment ends in many ways.
-        let data = data_of(job, saves, 500 + (saves as usize * 37) % 1000);
-        let seq = store
-            .save(&format!("job{job}"), "load", &data)
-            .unwrap_or_else(|e| panic!("{label}: save {saves} failed: {e}"));
-        saves += 1;
-        let used = disk_use(&dir);
-        max_after_save = max_after_save.max(used);
-        assert!(
-            used <= bound,
-            "{label}: after save {saves}: {used} bytes on disk, over the limit {LIMIT_BYTES} \
-             + one segment; segments: {:?}",
-            segment_ids(&dir)
-        );
-        let latest = store.latest(&format!("job{job}")).expect("latest");
-        let latest = latest.expect("just saved");
-        assert_eq!(
-            (latest.seq, &latest.data),
-            (seq, &data),
-            "{label}: save {saves}"
-        );
-        last_saved.insert(job, (seq, data));
-        // A compaction gives the oldest segment file a higher id (the compacted segment takes
-        // the id of the newest one it replaces); segments are otherwise only added after it.
-        let oldest = segment_ids(&dir).first().copied().unwrap_or(oldest_id);
-        compactions += u64::from(oldest != oldest_id);
-        oldest_id = oldest;
-    }
+    let bound = SOAK_LIMIT_BYTES + SEGMENT_BYTES;
+    let soaked = save_until_compacted(&store, &dir, label);
     let (max_polled, compacting_seen) = poller.stop();
+    let Soaked {
+        saves,
+        compactions,
+        max_after_save,
+        last_saved,
+    } = soaked;
     eprintln!(
         "soak ({label}): {saves} saves, {compactions} compactions seen, disk use at most \
          {max_after_save} bytes after a save and {max_polled} bytes polled ({compacting_seen} \
-         polls saw a compacted segment being written); limit {LIMIT_BYTES} + segment \
-         {SEGMENT_SIZE_BYTES}"
+         polls saw a compacted segment being written); limit {SOAK_LIMIT_BYTES} + segment \
+         {SEGMENT_BYTES}"
     );
     assert!(
         compactions >= TARGET_COMPACTIONS,
@@ -164,17 +156,66 @@ fn soak(label: &str, auto_compact: AutoCompact) {
     );
     let metrics = store.metrics();
     assert!(metrics.is_healthy(), "{label}: {metrics:?}");
-    assert!(metrics.storage_bytes <= LIMIT_BYTES, "{label}: {metrics:?}");
+    assert!(
+        metrics.storage_bytes <= SOAK_LIMIT_BYTES,
+        "{label}: {metrics:?}"
+    );
     drop(store);
 
     let store = Store::open_with(&dir, options).expect("reopen");
     assert!(store.recovery_report().is_clean(), "{label}");
-    assert_eq!(store.jobs().expect("jobs").len(), JOBS, "{label}");
+    assert_eq!(store.jobs().expect("jobs").len(), SOAK_JOBS, "{label}");
     let last_saved: Vec<(String, u64, Value)> = last_saved
         .into_iter()
         .map(|(job, (seq, data))| (format!("job{job}"), seq, data))
         .collect();
     check_latest(&store, &last_saved, &format!("{label}, after reopen"));
+}
+
+/// Saves until `TARGET_COMPACTIONS` compactions happened, checking after every save that the
+/// disk use stays under the limit plus one segment and that the save reads back.
+fn save_until_compacted(store: &Store, dir: &Path, label: &str) -> Soaked {
+    let bound = SOAK_LIMIT_BYTES + SEGMENT_BYTES;
+    let mut soaked = Soaked {
+        saves: 0,
+        compactions: 0,
+        max_after_save: 0,
+        last_saved: HashMap::new(),
+    };
+    let mut oldest_id = 1;
+    while soaked.compactions < TARGET_COMPACTIONS && soaked.saves < MAX_SAVES {
+        let saves = soaked.saves;
+        let job = (saves as usize * 5) % SOAK_JOBS;
+        // 0.5 to 1.5 KB, so records straddle segment ends in many ways.
+        let data = data_of(job, saves, 500 + (saves as usize * 37) % 1000);
+        let seq = store
+            .save(&format!("job{job}"), "load", &data)
+            .unwrap_or_else(|e| panic!("{label}: save {saves} failed: {e}"));
+        soaked.saves += 1;
+        let saves = soaked.saves;
+        let used = disk_use(dir);
+        soaked.max_after_save = soaked.max_after_save.max(used);
+        assert!(
+            used <= bound,
+            "{label}: after save {saves}: {used} bytes on disk, over the limit \
+             {SOAK_LIMIT_BYTES} + one segment; segments: {:?}",
+            segment_ids(dir)
+        );
+        let latest = store.latest(&format!("job{job}")).expect("latest");
+        let latest = latest.expect("just saved");
+        assert_eq!(
+            (latest.seq, &latest.data),
+            (seq, &data),
+            "{label}: save {saves}"
+        );
+        soaked.last_saved.insert(job, (seq, data));
+        // A compaction gives the oldest segment file a higher id (the compacted segment takes
+        // the id of the newest one it replaces); segments are otherwise only added after it.
+        let oldest = segment_ids(dir).first().copied().unwrap_or(oldest_id);
+        soaked.compactions += u64::from(oldest != oldest_id);
+        oldest_id = oldest;
+    }
+    soaked
 }
 
 /// The background compactor starts at half the limit and keeps the store well below it.
@@ -199,9 +240,8 @@ fn live_data_over_the_limit_refuses_saves_and_deleting_jobs_makes_room() {
     const PAD_BYTES: usize = 6000;
     let temp = tempfile::tempdir().expect("tempdir");
     let dir = temp.path().join("store");
-    let options = Options::default()
-        .segment_size(SEGMENT_SIZE_BYTES)
-        .retention(Retention::default().keep_last(1).max_bytes(LIMIT_BYTES));
+    let options =
+        small_segments().retention(Retention::default().keep_last(1).max_bytes(LIMIT_BYTES));
     let store = Store::open_with(&dir, options.clone()).expect("open");
     let (acknowledged, err) = fill_with_new_jobs(&store, PAD_BYTES);
     assert!(
@@ -209,7 +249,7 @@ fn live_data_over_the_limit_refuses_saves_and_deleting_jobs_makes_room() {
             err,
             Error::StoreFull {
                 limit_bytes: LIMIT_BYTES,
-                segment_bytes: SEGMENT_SIZE_BYTES,
+                segment_bytes: SEGMENT_BYTES,
                 ..
             }
         ),
@@ -224,7 +264,7 @@ fn live_data_over_the_limit_refuses_saves_and_deleting_jobs_makes_room() {
     assert!(jobs >= 10, "full after only {jobs} jobs");
     let metrics = store.metrics();
     assert!(metrics.full && !metrics.is_healthy(), "{metrics:?}");
-    assert!(disk_use(&dir) <= LIMIT_BYTES + SEGMENT_SIZE_BYTES);
+    assert!(disk_use(&dir) <= LIMIT_BYTES + SEGMENT_BYTES);
     // Full stays full: a new version of an existing job needs a new segment too.
     let again = store.save(&acknowledged[0].0, "load", &data_of(0, 1, PAD_BYTES));
     assert!(matches!(again, Err(Error::StoreFull { .. })), "{again:?}");
@@ -256,7 +296,7 @@ fn live_data_over_the_limit_refuses_saves_and_deleting_jobs_makes_room() {
     for (job, _, _) in deleted {
         assert!(store.latest(job).expect("latest").is_none(), "{job}");
     }
-    assert!(disk_use(&dir) <= LIMIT_BYTES + SEGMENT_SIZE_BYTES);
+    assert!(disk_use(&dir) <= LIMIT_BYTES + SEGMENT_BYTES);
 }
 
 /// Saves one checkpoint of `pad_bytes` for ever more new jobs until a save fails; returns
@@ -294,9 +334,8 @@ fn a_full_store_whose_segment_is_full_can_still_delete_jobs() {
     const LIMIT_BYTES: u64 = 256 * 1024;
     let temp = tempfile::tempdir().expect("tempdir");
     let dir = temp.path().join("store");
-    let options = Options::default()
-        .segment_size(SEGMENT_SIZE_BYTES)
-        .retention(Retention::default().keep_last(1).max_bytes(LIMIT_BYTES));
+    let options =
+        small_segments().retention(Retention::default().keep_last(1).max_bytes(LIMIT_BYTES));
     let store = Store::open_with(&dir, options).expect("open");
     let (_, err) = fill_with_new_jobs(&store, 6000);
     assert!(matches!(err, Error::StoreFull { .. }), "{err}");
@@ -328,9 +367,8 @@ fn disk_use_stays_within_the_limit_when_the_retained_data_is_larger_than_a_segme
     const JOBS: usize = 64;
     let temp = tempfile::tempdir().expect("tempdir");
     let dir = temp.path().join("store");
-    let options = Options::default()
+    let options = small_segments()
         .durability(Durability::OsOnly)
-        .segment_size(SEGMENT_SIZE_BYTES)
         .retention(Retention::default().keep_last(10).max_bytes(LIMIT_BYTES));
     let store = Store::open_with(&dir, options).expect("open");
     let poller = Poller::start(dir.clone());
@@ -343,8 +381,8 @@ fn disk_use_stays_within_the_limit_when_the_retained_data_is_larger_than_a_segme
     let (max_polled, compacting_seen) = poller.stop();
     assert!(compacting_seen > 0, "the poller never saw a compaction");
     assert!(
-        max_polled <= LIMIT_BYTES + SEGMENT_SIZE_BYTES,
+        max_polled <= LIMIT_BYTES + SEGMENT_BYTES,
         "disk use reached {max_polled} bytes: the limit is {LIMIT_BYTES} and a segment \
-         {SEGMENT_SIZE_BYTES}"
+         {SEGMENT_BYTES}"
     );
 }

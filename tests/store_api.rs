@@ -1,5 +1,8 @@
-//! The Store API end to end on the real file system: round trips, reopen, rollover, the
-//! writer lock, concurrency, limits and bad input.
+//! The Store API end to end, each test on the real file system and on the simulated disk:
+//! round trips, reopen, rollover, concurrency, limits and bad input. The writer lock and
+//! directories that are not stores are tests of real files only.
+
+mod common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,22 +11,26 @@ use cairn::{Durability, Error, Options, RecoveryMode, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use common::disk::Disk;
+use common::small_segments;
+
+on_both_disks!(
+    round_trip_with_typed_data,
+    reopen_rollover_history_and_read_only,
+    sequence_numbers_keep_increasing_across_reopens,
+    concurrent_savers_share_the_store,
+    every_durability_mode_keeps_data_across_a_clean_close,
+    limits_and_bad_input_write_nothing,
+    small_segments_lower_the_payload_limit_with_a_clear_error,
+    configured_limits_apply,
+    newer_store_format_is_refused,
+    recovery_mode_option_is_reported,
+);
+
 /// A string of `len` pseudo-random letters: checkpoint data that compression cannot shrink
 /// below the limits under test.
 fn incompressible(len: usize) -> String {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            char::from(b'a' + (state % 26) as u8)
-        })
-        .collect()
-}
-
-fn small_segments() -> Options {
-    Options::default().segment_size(64 * 1024)
+    common::rng::incompressible(0x9e37_79b9_7f4a_7c15, len)
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -33,10 +40,8 @@ struct GithubProgress {
     processed: u64,
 }
 
-#[test]
-fn round_trip_with_typed_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+fn round_trip_with_typed_data(disk: Disk) {
+    let store = disk.open().unwrap();
     assert!(store.latest("github_sync").unwrap().is_none());
     let progress = GithubProgress {
         repo: "acme/api".into(),
@@ -60,12 +65,10 @@ fn round_trip_with_typed_data() {
     );
 }
 
-#[test]
-fn reopen_rollover_history_and_read_only() {
-    let dir = tempfile::tempdir().unwrap();
+fn reopen_rollover_history_and_read_only(disk: Disk) {
     let mut last = HashMap::new();
     {
-        let store = Store::open_with(dir.path(), small_segments()).unwrap();
+        let store = disk.open_with(small_segments()).unwrap();
         for i in 0..2000u64 {
             let job = format!("job{}", i % 7);
             let seq = store
@@ -79,7 +82,7 @@ fn reopen_rollover_history_and_read_only() {
             store.segment_count()
         );
     }
-    let store = Store::open_with(dir.path(), small_segments()).unwrap();
+    let store = disk.open_with(small_segments()).unwrap();
     assert!(
         store.recovery_report().is_clean(),
         "{:?}",
@@ -110,18 +113,16 @@ fn reopen_rollover_history_and_read_only() {
 
     // A reader works while the writer is open, and sees the state as of its open.
     let seq = store.save("job0", "p", &json!("newest")).unwrap();
-    let reader = Store::open_read_only_with(dir.path(), small_segments()).unwrap();
+    let reader = disk.open_read_only_with(small_segments()).unwrap();
     assert_eq!(reader.latest("job0").unwrap().unwrap().seq, seq);
     assert!(matches!(reader.save("job0", "p", &1), Err(Error::ReadOnly)));
-    assert!(Store::verify(dir.path()).unwrap().is_clean());
+    assert!(disk.verify().unwrap().is_clean());
 }
 
-#[test]
-fn sequence_numbers_keep_increasing_across_reopens() {
-    let dir = tempfile::tempdir().unwrap();
+fn sequence_numbers_keep_increasing_across_reopens(disk: Disk) {
     let mut previous = 0;
     for round in 0..5 {
-        let store = Store::open_with(dir.path(), small_segments()).unwrap();
+        let store = disk.open_with(small_segments()).unwrap();
         for i in 0..100 {
             let seq = store
                 .save("job", "p", &json!({"round": round, "i": i}))
@@ -132,6 +133,7 @@ fn sequence_numbers_keep_increasing_across_reopens() {
     }
 }
 
+/// Real files only: the writer lock is a lock of the real file system.
 #[test]
 fn second_writer_is_refused_and_names_the_holder() {
     let dir = tempfile::tempdir().unwrap();
@@ -151,10 +153,8 @@ fn second_writer_is_refused_and_names_the_holder() {
     assert_eq!(again.latest("job").unwrap().unwrap().data, json!(1));
 }
 
-#[test]
-fn concurrent_savers_share_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open_with(dir.path(), small_segments()).unwrap());
+fn concurrent_savers_share_the_store(disk: Disk) {
+    let store = Arc::new(disk.open_with(small_segments()).unwrap());
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let store = store.clone();
@@ -175,7 +175,7 @@ fn concurrent_savers_share_the_store() {
     all.dedup();
     assert_eq!(all.len(), 1600, "sequence numbers must be unique");
     drop(store);
-    let store = Store::open_with(dir.path(), small_segments()).unwrap();
+    let store = disk.open_with(small_segments()).unwrap();
     for (t, seqs) in per_thread.iter().enumerate() {
         assert!(seqs.windows(2).all(|w| w[0] < w[1]));
         let latest = store.latest(&format!("worker{t}")).unwrap().unwrap();
@@ -185,8 +185,7 @@ fn concurrent_savers_share_the_store() {
     }
 }
 
-#[test]
-fn every_durability_mode_keeps_data_across_a_clean_close() {
+fn every_durability_mode_keeps_data_across_a_clean_close(disk: Disk) {
     for durability in [
         Durability::Sync,
         Durability::Buffered {
@@ -194,13 +193,15 @@ fn every_durability_mode_keeps_data_across_a_clean_close() {
         },
         Durability::OsOnly,
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_with(dir.path(), small_segments().durability(durability)).unwrap();
+        let disk = disk.fresh();
+        let store = disk
+            .open_with(small_segments().durability(durability))
+            .unwrap();
         for i in 0..500 {
             store.save("job", "p", &i).unwrap();
         }
         store.close().unwrap();
-        let store = Store::open_with(dir.path(), small_segments()).unwrap();
+        let store = disk.open_with(small_segments()).unwrap();
         assert_eq!(
             store.latest("job").unwrap().unwrap().data,
             json!(499),
@@ -222,10 +223,8 @@ fn assert_refused<T: std::fmt::Debug>(store: &Store, result: cairn::Result<T>, e
     assert_eq!(store.last_seq(), before, "nothing may be written");
 }
 
-#[test]
-fn limits_and_bad_input_write_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+fn limits_and_bad_input_write_nothing(disk: Disk) {
+    let store = disk.open().unwrap();
     store.save("ok", "p", &1).unwrap();
     assert_refused(&store, store.save("", "p", &1), "job name");
     assert_refused(
@@ -258,14 +257,12 @@ fn limits_and_bad_input_write_nothing() {
         "does not serialize to JSON",
     );
     drop(store);
-    let store = Store::open(dir.path()).unwrap();
+    let store = disk.open().unwrap();
     assert_eq!(store.jobs().unwrap().len(), 2);
 }
 
-#[test]
-fn small_segments_lower_the_payload_limit_with_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(dir.path(), small_segments()).unwrap();
+fn small_segments_lower_the_payload_limit_with_a_clear_error(disk: Disk) {
+    let store = disk.open_with(small_segments()).unwrap();
     let result = store.save("job", "p", &incompressible(70 * 1024));
     assert!(
         matches!(result, Err(Error::PayloadTooLarge { limit_bytes, .. }) if limit_bytes < 64 * 1024),
@@ -281,14 +278,12 @@ fn small_segments_lower_the_payload_limit_with_a_clear_error() {
     assert_eq!(store.segment_count(), 2);
 }
 
-#[test]
-fn configured_limits_apply() {
-    let dir = tempfile::tempdir().unwrap();
+fn configured_limits_apply(disk: Disk) {
     let options = Options::default()
         .max_job_name(4)
         .max_phase(3)
         .max_payload(10);
-    let store = Store::open_with(dir.path(), options).unwrap();
+    let store = disk.open_with(options).unwrap();
     store.save("abcd", "abc", &"12345678").unwrap();
     assert_refused(&store, store.save("abcde", "p", &1), "job name");
     assert_refused(&store, store.save("a", "abcd", &1), "phase");
@@ -298,14 +293,13 @@ fn configured_limits_apply() {
         "over the limit of 10",
     );
     assert!(matches!(
-        Store::open_with(
-            tempfile::tempdir().unwrap().path(),
-            Options::default().segment_size(1000)
-        ),
+        disk.fresh()
+            .open_with(Options::default().segment_size(1000)),
         Err(Error::InvalidInput { .. })
     ));
 }
 
+/// Real files only: a regular file or someone else's files where the store should be.
 #[test]
 fn directories_that_are_not_stores_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -337,33 +331,24 @@ fn directories_that_are_not_stores_are_refused() {
     assert!(nested.join("CAIRN").exists());
 }
 
-#[test]
-fn newer_store_format_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    Store::open(dir.path())
-        .unwrap()
-        .save("job", "p", &1)
-        .unwrap();
-    std::fs::write(dir.path().join("CAIRN"), "cairn store\nformat_version 9\n").unwrap();
-    let err = Store::open(dir.path()).expect_err("newer marker");
+fn newer_store_format_is_refused(disk: Disk) {
+    disk.open().unwrap().save("job", "p", &1).unwrap();
+    disk.write_file("CAIRN", b"cairn store\nformat_version 9\n");
+    let err = disk.open().expect_err("newer marker");
     assert!(
         matches!(err, Error::UnsupportedVersion { found: 9, .. }),
         "{err}"
     );
     assert!(matches!(
-        Store::open_read_only(dir.path()),
+        disk.open_read_only(),
         Err(Error::UnsupportedVersion { .. })
     ));
 }
 
-#[test]
-fn recovery_mode_option_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(
-        dir.path(),
-        Options::default().recovery(RecoveryMode::AbsoluteConsistency),
-    )
-    .unwrap();
+fn recovery_mode_option_is_reported(disk: Disk) {
+    let store = disk
+        .open_with(Options::default().recovery(RecoveryMode::AbsoluteConsistency))
+        .unwrap();
     assert_eq!(
         store.recovery_report().mode,
         RecoveryMode::AbsoluteConsistency

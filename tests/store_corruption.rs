@@ -2,11 +2,17 @@
 //! segment files, in every recovery mode. Files are damaged through the documented format
 //! (docs/FORMAT.md), not through cairn's internals.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cairn::{Durability, Error, FindingKind, Options, RecoveryMode, Store};
 use serde_json::{Value, json};
+
+use common::files::{self, MARK, SNAPSHOT, segment_files};
+use common::rng::{Rng, env_u64};
+use common::small_segments;
 
 const MODES: [RecoveryMode; 4] = [
     RecoveryMode::TolerateTornTail,
@@ -15,56 +21,25 @@ const MODES: [RecoveryMode; 4] = [
     RecoveryMode::AbsoluteConsistency,
 ];
 
-fn options() -> Options {
-    Options::default().segment_size(64 * 1024)
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    out.sort();
-    out
-}
-
-/// Extents `(start, end)` of the records of a segment that hold something (marks left out),
-/// per FORMAT.md: records start at 64, each has a 32-byte header whose u32 at offset 24 is the
-/// body length and whose byte 28 is the kind (5: a mark), padded to 8 bytes; a zero header
-/// ends the data.
-fn records(bytes: &[u8]) -> Vec<(usize, usize)> {
-    all_records(bytes)
-        .into_iter()
-        .filter(|&(start, _)| bytes[start + 28] != MARK)
+/// Extents `(start, end)` of the records of a segment image that hold something (marks left
+/// out).
+fn extents(bytes: &[u8]) -> Vec<(usize, usize)> {
+    files::records(bytes)
+        .iter()
+        .filter(|record| record.kind != MARK)
+        .map(|record| (record.offset, record.end()))
         .collect()
-}
-
-/// The kind byte of a mark record.
-const MARK: u8 = 5;
-
-/// Extents of every record of a segment, marks included.
-fn all_records(bytes: &[u8]) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut pos = 64;
-    while pos + 32 <= bytes.len() && bytes[pos..pos + 32].iter().any(|&b| b != 0) {
-        let len = u32::from_le_bytes(bytes[pos + 24..pos + 28].try_into().unwrap()) as usize;
-        let end = (pos + 32 + len).next_multiple_of(8);
-        out.push((pos, end));
-        pos = end;
-    }
-    out
 }
 
 /// Zeroes the marks after the last record: the file as a crash before the writer proved its
 /// last save durable leaves it (or a save never synced).
 fn drop_trailing_marks(path: &Path) {
     let mut bytes = std::fs::read(path).unwrap();
-    for (start, end) in all_records(&bytes).into_iter().rev() {
-        if bytes[start + 28] != MARK {
+    for record in files::records(&bytes).into_iter().rev() {
+        if record.kind != MARK {
             break;
         }
-        bytes[start..end].fill(0);
+        bytes[record.offset..record.end()].fill(0);
     }
     std::fs::write(path, bytes).unwrap();
 }
@@ -104,36 +79,20 @@ fn assert_no_wrong_data(store: &Store, saved: &HashMap<u64, Value>) {
     }
 }
 
-/// A small deterministic generator (xorshift64*), so failures print a seed to rerun.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
+/// The seed of the random damage: `CAIRN_TEST_SEED` reruns one.
 fn seed() -> u64 {
-    std::env::var("CAIRN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_cafe)
+    env_u64("CAIRN_TEST_SEED").unwrap_or(0x5eed_cafe)
 }
 
 #[test]
 fn torn_tail_at_every_byte_offset_of_the_last_record() {
     let dir = tempfile::tempdir().unwrap();
-    let saved = populate(dir.path(), options(), 20);
-    let path = segments(dir.path()).pop().unwrap();
+    let saved = populate(dir.path(), small_segments(), 20);
+    let path = segment_files(dir.path()).pop().unwrap();
     // Only a save that no later record proves durable can be torn by a crash.
     drop_trailing_marks(&path);
     let pristine = std::fs::read(&path).unwrap();
-    let (start, end) = *records(&pristine).last().unwrap();
+    let (start, end) = *extents(&pristine).last().unwrap();
     let last_seq = *saved.keys().max().unwrap();
     let mut rng = Rng(seed());
     for cut in start..end {
@@ -151,7 +110,7 @@ fn torn_tail_at_every_byte_offset_of_the_last_record() {
             let intact = torn[start..end] == pristine[start..end];
 
             // A reader sees the previous state and changes nothing.
-            let reader = Store::open_read_only_with(dir.path(), options()).expect(&context);
+            let reader = Store::open_read_only_with(dir.path(), small_segments()).expect(&context);
             let expected_last = if intact { last_seq } else { last_seq - 1 };
             assert_eq!(reader.last_seq(), expected_last, "{context}");
             let latest = reader.latest("job1").unwrap().unwrap();
@@ -172,7 +131,7 @@ fn torn_tail_at_every_byte_offset_of_the_last_record() {
             );
 
             // A writer cuts the tail off, and new saves land where it was.
-            let store = Store::open_with(dir.path(), options()).expect(&context);
+            let store = Store::open_with(dir.path(), small_segments()).expect(&context);
             let valid_end = if intact { end } else { start };
             let after = std::fs::read(&path).unwrap()[valid_end..].to_vec();
             // An intact last save was not proven durable: the writer proves it with a mark.
@@ -184,7 +143,7 @@ fn torn_tail_at_every_byte_offset_of_the_last_record() {
                 .unwrap();
             assert_eq!(seq, expected_last + 1, "{context}");
             drop(store);
-            let store = Store::open_with(dir.path(), options()).unwrap();
+            let store = Store::open_with(dir.path(), small_segments()).unwrap();
             assert!(store.recovery_report().is_clean(), "{context}");
             assert_eq!(
                 store.latest("job1").unwrap().unwrap().data,
@@ -199,17 +158,17 @@ fn torn_tail_at_every_byte_offset_of_the_last_record() {
 #[test]
 fn random_bit_flips_never_yield_wrong_data() {
     let pristine = tempfile::tempdir().unwrap();
-    let saved = populate(pristine.path(), options(), 1500);
-    let files = segments(pristine.path());
+    let saved = populate(pristine.path(), small_segments(), 1500);
+    let files = segment_files(pristine.path());
     assert!(files.len() >= 3, "the workload must span several segments");
     let seed = seed();
     let mut rng = Rng(seed);
     for trial in 0..150 {
-        let file = &files[rng.below(files.len())];
+        let file = &files[rng.index(files.len())];
         let bytes = std::fs::read(file).unwrap();
-        let valid_end = records(&bytes).last().map_or(64, |r| r.1);
-        let offset = rng.below(valid_end);
-        let bit = rng.below(8);
+        let valid_end = extents(&bytes).last().map_or(64, |r| r.1);
+        let offset = rng.index(valid_end);
+        let bit = rng.index(8);
         let context = format!(
             "seed {seed} trial {trial}: bit {bit} of byte {offset} in {}",
             file.display()
@@ -235,7 +194,7 @@ fn random_bit_flips_never_yield_wrong_data() {
                     assert!(noticed, "{context}: verify must notice");
                     verified = true;
                 }
-                let opts = options().recovery(mode);
+                let opts = small_segments().recovery(mode);
                 let opened = if writable {
                     Store::open_with(copy.path(), opts)
                 } else {
@@ -265,7 +224,7 @@ fn random_bit_flips_never_yield_wrong_data() {
 /// Flips one byte in the payload of record number `index` of `file`.
 fn damage_record(file: &Path, index: usize) {
     let mut bytes = std::fs::read(file).unwrap();
-    let (start, end) = records(&bytes)[index];
+    let (start, end) = extents(&bytes)[index];
     bytes[(start + end) / 2] ^= 0x40;
     std::fs::write(file, bytes).unwrap();
 }
@@ -274,10 +233,10 @@ fn damage_record(file: &Path, index: usize) {
 fn damage_in_a_sealed_segment_in_each_mode() {
     for mode in MODES {
         let dir = tempfile::tempdir().unwrap();
-        let saved = populate(dir.path(), options(), 1500);
-        let files = segments(dir.path());
+        let saved = populate(dir.path(), small_segments(), 1500);
+        let files = segment_files(dir.path());
         damage_record(&files[0], 10);
-        let result = Store::open_with(dir.path(), options().recovery(mode));
+        let result = Store::open_with(dir.path(), small_segments().recovery(mode));
         match mode {
             RecoveryMode::TolerateTornTail | RecoveryMode::AbsoluteConsistency => {
                 let err = result.expect_err("mid-log damage is an error in this mode");
@@ -286,7 +245,7 @@ fn damage_in_a_sealed_segment_in_each_mode() {
                     err.to_string().contains(&files[0].display().to_string()),
                     "{err}"
                 );
-                assert_eq!(segments(dir.path()), files, "nothing changed");
+                assert_eq!(segment_files(dir.path()), files, "nothing changed");
             }
             RecoveryMode::SkipCorrupted => {
                 let store = result.unwrap();
@@ -303,7 +262,7 @@ fn damage_in_a_sealed_segment_in_each_mode() {
                 // The damage stays and keeps being reported; new saves work.
                 store.save("job0", "p", &json!("new")).unwrap();
                 drop(store);
-                let store = Store::open_with(dir.path(), options().recovery(mode)).unwrap();
+                let store = Store::open_with(dir.path(), small_segments().recovery(mode)).unwrap();
                 assert_eq!(store.latest("job0").unwrap().unwrap().data, json!("new"));
                 assert_eq!(store.recovery_report().findings.len(), 1);
             }
@@ -333,7 +292,7 @@ fn damage_in_a_sealed_segment_in_each_mode() {
                 let seq = store.save("job0", "p", &json!("new")).unwrap();
                 assert_eq!(seq, 11);
                 drop(store);
-                let store = Store::open_with(dir.path(), options()).unwrap();
+                let store = Store::open_with(dir.path(), small_segments()).unwrap();
                 assert!(
                     store.recovery_report().findings.is_empty(),
                     "{:?}",
@@ -350,32 +309,33 @@ fn damage_in_a_sealed_segment_in_each_mode() {
 fn lost_durable_records_are_told_from_a_torn_tail() {
     // Sync mode: every record after the damaged one was written once it was durable.
     let dir = tempfile::tempdir().unwrap();
-    populate(dir.path(), options(), 30);
-    let file = segments(dir.path()).pop().unwrap();
+    populate(dir.path(), small_segments(), 30);
+    let file = segment_files(dir.path()).pop().unwrap();
     damage_record(&file, 5);
-    let err = Store::open_with(dir.path(), options()).expect_err("durable data lost");
+    let err = Store::open_with(dir.path(), small_segments()).expect_err("durable data lost");
     assert!(err.to_string().contains("DurableRecordsLost"), "{err}");
 
     // OS-only mode and a crash: nothing was synced while writing, so damage followed by
     // valid records is an unsynced window, i.e. a torn tail. (A clean close would have
     // synced everything and proved it: see tests/durability_proof.rs.)
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(dir.path(), options().durability(Durability::OsOnly)).unwrap();
+    let store =
+        Store::open_with(dir.path(), small_segments().durability(Durability::OsOnly)).unwrap();
     for i in 0..30 {
         store
             .save(&format!("job{}", i % 3), "extract", &json!({"i": i}))
             .unwrap();
     }
     let crashed = tempfile::tempdir().unwrap();
-    for file in segments(dir.path()) {
+    for file in segment_files(dir.path()) {
         std::fs::copy(&file, crashed.path().join(file.file_name().unwrap())).unwrap();
     }
     std::fs::copy(dir.path().join("CAIRN"), crashed.path().join("CAIRN")).unwrap();
     drop(store);
     let dir = crashed;
-    let file = segments(dir.path()).pop().unwrap();
+    let file = segment_files(dir.path()).pop().unwrap();
     damage_record(&file, 5);
-    let store = Store::open_with(dir.path(), options()).expect("torn tail is tolerated");
+    let store = Store::open_with(dir.path(), small_segments()).expect("torn tail is tolerated");
     let report = store.recovery_report();
     assert_eq!(report.findings[0].kind, FindingKind::TornTail, "{report:?}");
     assert_eq!(report.last_seq, 5);
@@ -384,15 +344,15 @@ fn lost_durable_records_are_told_from_a_torn_tail() {
 #[test]
 fn a_zeroed_block_in_the_middle_is_noticed() {
     let dir = tempfile::tempdir().unwrap();
-    populate(dir.path(), options(), 60);
-    let file = segments(dir.path()).pop().unwrap();
+    populate(dir.path(), small_segments(), 60);
+    let file = segment_files(dir.path()).pop().unwrap();
     let mut bytes = std::fs::read(&file).unwrap();
-    let recs = records(&bytes);
+    let recs = extents(&bytes);
     let (start, _) = recs[20];
     let (_, end) = recs[30];
     bytes[start..end].fill(0);
     std::fs::write(&file, bytes).unwrap();
-    let err = Store::open_with(dir.path(), options()).expect_err("lost block");
+    let err = Store::open_with(dir.path(), small_segments()).expect_err("lost block");
     assert!(err.is_corruption(), "{err}");
     let report = Store::verify(dir.path()).unwrap();
     assert_eq!(
@@ -405,21 +365,24 @@ fn a_zeroed_block_in_the_middle_is_noticed() {
 #[test]
 fn truncated_segment_is_noticed_and_repaired_only_on_request() {
     let dir = tempfile::tempdir().unwrap();
-    let saved = populate(dir.path(), options(), 40);
-    let file = segments(dir.path()).pop().unwrap();
+    let saved = populate(dir.path(), small_segments(), 40);
+    let file = segment_files(dir.path()).pop().unwrap();
     let bytes = std::fs::read(&file).unwrap();
-    let (_, end) = records(&bytes)[29];
+    let (_, end) = extents(&bytes)[29];
     // Cut exactly at a record boundary: what is left looks valid.
     std::fs::write(&file, &bytes[..end]).unwrap();
-    let err = Store::open_with(dir.path(), options()).expect_err("truncation is damage");
+    let err = Store::open_with(dir.path(), small_segments()).expect_err("truncation is damage");
     assert!(err.to_string().contains("Truncated"), "{err}");
     assert_eq!(
         std::fs::metadata(&file).unwrap().len(),
         end as u64,
         "nothing changed"
     );
-    let store =
-        Store::open_with(dir.path(), options().recovery(RecoveryMode::PointInTime)).unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        small_segments().recovery(RecoveryMode::PointInTime),
+    )
+    .unwrap();
     assert_eq!(
         store.recovery_report().findings[0].kind,
         FindingKind::Truncated
@@ -433,7 +396,7 @@ fn truncated_segment_is_noticed_and_repaired_only_on_request() {
         bytes.len() as u64,
         "length restored"
     );
-    let store = Store::open_with(dir.path(), options()).unwrap();
+    let store = Store::open_with(dir.path(), small_segments()).unwrap();
     assert!(
         store.recovery_report().is_clean(),
         "{:?}",
@@ -445,12 +408,12 @@ fn truncated_segment_is_noticed_and_repaired_only_on_request() {
 #[test]
 fn empty_and_foreign_segment_files() {
     let dir = tempfile::tempdir().unwrap();
-    populate(dir.path(), options(), 10);
+    populate(dir.path(), small_segments(), 10);
     // A zero-length newest segment (a creation that never completed) holds nothing: removed.
     let empty = dir.path().join("00000000000000000002.seg");
     std::fs::write(&empty, b"").unwrap();
     std::fs::write(dir.path().join("notes.txt"), b"operator notes").unwrap();
-    let store = Store::open_with(dir.path(), options()).unwrap();
+    let store = Store::open_with(dir.path(), small_segments()).unwrap();
     assert!(
         store
             .recovery_report()
@@ -473,14 +436,14 @@ fn empty_and_foreign_segment_files() {
     assert!(
         Store::open_with(
             dir.path(),
-            options().recovery(RecoveryMode::AbsoluteConsistency)
+            small_segments().recovery(RecoveryMode::AbsoluteConsistency)
         )
         .is_ok()
     );
 
     // A zero-length segment in the middle is damage.
     std::fs::write(dir.path().join("00000000000000000000.seg"), b"").unwrap();
-    let err = Store::open_with(dir.path(), options()).expect_err("empty older segment");
+    let err = Store::open_with(dir.path(), small_segments()).expect_err("empty older segment");
     assert!(err.is_corruption(), "{err}");
     std::fs::remove_file(dir.path().join("00000000000000000000.seg")).unwrap();
 
@@ -488,7 +451,7 @@ fn empty_and_foreign_segment_files() {
     let foreign = dir.path().join("00000000000000000007.seg");
     std::fs::write(&foreign, vec![b'x'; 100_000]).unwrap();
     for result in [
-        Store::open_with(dir.path(), options()).map(|_| ()),
+        Store::open_with(dir.path(), small_segments()).map(|_| ()),
         Store::verify(dir.path()).map(|_| ()),
     ] {
         let err = result.expect_err("foreign segment");
@@ -500,8 +463,8 @@ fn empty_and_foreign_segment_files() {
 #[test]
 fn newer_segment_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    populate(dir.path(), options(), 3);
-    let file = segments(dir.path()).pop().unwrap();
+    populate(dir.path(), small_segments(), 3);
+    let file = segment_files(dir.path()).pop().unwrap();
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[8..10].copy_from_slice(&5u16.to_le_bytes());
     // A genuine newer header checks out; a flipped version bit would be damage instead.
@@ -509,7 +472,8 @@ fn newer_segment_version_is_refused() {
     bytes[60..64].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&file, bytes).unwrap();
     for mode in MODES {
-        let err = Store::open_with(dir.path(), options().recovery(mode)).expect_err("newer format");
+        let err = Store::open_with(dir.path(), small_segments().recovery(mode))
+            .expect_err("newer format");
         assert!(
             matches!(
                 err,
@@ -527,14 +491,14 @@ fn newer_segment_version_is_refused() {
 #[test]
 fn a_missing_segment_is_noticed() {
     let dir = tempfile::tempdir().unwrap();
-    populate(dir.path(), options(), 1500);
-    let files = segments(dir.path());
+    populate(dir.path(), small_segments(), 1500);
+    let files = segment_files(dir.path());
     assert!(files.len() >= 3);
     std::fs::remove_file(&files[1]).unwrap();
-    let err = Store::open_with(dir.path(), options()).expect_err("missing segment");
+    let err = Store::open_with(dir.path(), small_segments()).expect_err("missing segment");
     assert!(err.to_string().contains("MissingSegment"), "{err}");
     std::fs::remove_file(&files[0]).unwrap();
-    let err = Store::open_with(dir.path(), options()).expect_err("missing first segment");
+    let err = Store::open_with(dir.path(), small_segments()).expect_err("missing first segment");
     assert!(err.to_string().contains("MissingSegment"), "{err}");
 }
 
@@ -559,13 +523,13 @@ fn segment_header(id: u64, first_seq: u64, len: u64) -> Vec<u8> {
 #[test]
 fn an_interrupted_rollover_leaves_an_empty_segment_that_recovery_removes() {
     let dir = tempfile::tempdir().unwrap();
-    populate(dir.path(), options(), 10);
+    populate(dir.path(), small_segments(), 10);
     // The crash came after the next segment was created but before the old one was sealed.
     let next = dir.path().join("00000000000000000002.seg");
     let mut bytes = segment_header(2, 12, 64 * 1024);
     bytes.resize(64 * 1024, 0);
     std::fs::write(&next, bytes).unwrap();
-    let reader = Store::open_read_only_with(dir.path(), options()).unwrap();
+    let reader = Store::open_read_only_with(dir.path(), small_segments()).unwrap();
     assert!(
         reader
             .recovery_report()
@@ -575,7 +539,7 @@ fn an_interrupted_rollover_leaves_an_empty_segment_that_recovery_removes() {
     );
     assert!(next.exists(), "a reader removes nothing");
     drop(reader);
-    let store = Store::open_with(dir.path(), options()).unwrap();
+    let store = Store::open_with(dir.path(), small_segments()).unwrap();
     assert!(store.recovery_report().is_clean());
     assert!(!next.exists());
     assert_eq!(store.save("job0", "p", &1).unwrap(), 11);
@@ -595,12 +559,12 @@ enum BlockDamage {
 #[test]
 fn zeroed_duplicated_and_swapped_blocks_never_yield_wrong_data() {
     let pristine = tempfile::tempdir().unwrap();
-    let saved = populate(pristine.path(), options(), 1500);
-    let files = segments(pristine.path());
+    let saved = populate(pristine.path(), small_segments(), 1500);
+    let files = segment_files(pristine.path());
     let images: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
     let valid_ends: Vec<usize> = images
         .iter()
-        .map(|b| records(b).last().map_or(64, |r| r.1))
+        .map(|b| extents(b).last().map_or(64, |r| r.1))
         .collect();
     let seed = seed();
     let mut rng = Rng(seed ^ 0xb10c);
@@ -610,36 +574,7 @@ fn zeroed_duplicated_and_swapped_blocks_never_yield_wrong_data() {
             BlockDamage::Duplicated,
             BlockDamage::Swapped,
         ][trial % 3];
-        let mut damaged = images.clone();
-        // (file, start, len) of every range written.
-        let mut touched = Vec::new();
-        let (a, b) = (rng.below(files.len()), rng.below(files.len()));
-        let block =
-            |rng: &mut Rng, file: usize| rng.below(valid_ends[file].div_ceil(512) + 1) * 512;
-        match kind {
-            BlockDamage::Zeroed => {
-                let start = rng.below(valid_ends[a]);
-                let len = 1 + rng.below(4096).min(damaged[a].len() - start - 1);
-                damaged[a][start..start + len].fill(0);
-                touched.push((a, start, len));
-            }
-            BlockDamage::Duplicated => {
-                let (from, to) = (block(&mut rng, a), block(&mut rng, b));
-                let source = images[a][from..from + 512].to_vec();
-                damaged[b][to..to + 512].copy_from_slice(&source);
-                touched.push((b, to, 512));
-            }
-            BlockDamage::Swapped => {
-                let (x, y) = (block(&mut rng, a), block(&mut rng, b));
-                let (bx, by) = (
-                    images[a][x..x + 512].to_vec(),
-                    images[b][y..y + 512].to_vec(),
-                );
-                damaged[a][x..x + 512].copy_from_slice(&by);
-                damaged[b][y..y + 512].copy_from_slice(&bx);
-                touched.extend([(a, x, 512), (b, y, 512)]);
-            }
-        }
+        let (damaged, touched) = damage_blocks(kind, &images, &valid_ends, &mut rng);
         let changed_valid_bytes = touched.iter().any(|&(file, start, len)| {
             start < valid_ends[file]
                 && damaged[file][start..start + len] != images[file][start..start + len]
@@ -652,7 +587,7 @@ fn zeroed_duplicated_and_swapped_blocks_never_yield_wrong_data() {
                 for (file, bytes) in files.iter().zip(&damaged) {
                     std::fs::write(copy.path().join(file.file_name().unwrap()), bytes).unwrap();
                 }
-                let opts = options().recovery(mode);
+                let opts = small_segments().recovery(mode);
                 let opened = if writable {
                     Store::open_with(copy.path(), opts)
                 } else {
@@ -671,17 +606,61 @@ fn zeroed_duplicated_and_swapped_blocks_never_yield_wrong_data() {
     }
 }
 
+/// A range of bytes that damage wrote over: `(file, start, len)`.
+type Written = (usize, usize, usize);
+
+/// The segment `images` with `kind` of damage at places `rng` picks, and every range written.
+fn damage_blocks(
+    kind: BlockDamage,
+    images: &[Vec<u8>],
+    valid_ends: &[usize],
+    rng: &mut Rng,
+) -> (Vec<Vec<u8>>, Vec<Written>) {
+    let mut damaged = images.to_vec();
+    let mut touched = Vec::new();
+    let (a, b) = (rng.index(images.len()), rng.index(images.len()));
+    let block = |rng: &mut Rng, file: usize| rng.index(valid_ends[file].div_ceil(512) + 1) * 512;
+    match kind {
+        BlockDamage::Zeroed => {
+            let start = rng.index(valid_ends[a]);
+            let len = 1 + rng.index(4096).min(damaged[a].len() - start - 1);
+            damaged[a][start..start + len].fill(0);
+            touched.push((a, start, len));
+        }
+        BlockDamage::Duplicated => {
+            let (from, to) = (block(rng, a), block(rng, b));
+            let source = images[a][from..from + 512].to_vec();
+            damaged[b][to..to + 512].copy_from_slice(&source);
+            touched.push((b, to, 512));
+        }
+        BlockDamage::Swapped => {
+            let (x, y) = (block(rng, a), block(rng, b));
+            let (bx, by) = (
+                images[a][x..x + 512].to_vec(),
+                images[b][y..y + 512].to_vec(),
+            );
+            damaged[a][x..x + 512].copy_from_slice(&by);
+            damaged[b][y..y + 512].copy_from_slice(&bx);
+            touched.extend([(a, x, 512), (b, y, 512)]);
+        }
+    }
+    (damaged, touched)
+}
+
 #[test]
 fn point_in_time_after_a_damaged_segment_header_continues_with_the_next_id() {
     let dir = tempfile::tempdir().unwrap();
-    let saved = populate(dir.path(), options(), 1500);
-    let files = segments(dir.path());
+    let saved = populate(dir.path(), small_segments(), 1500);
+    let files = segment_files(dir.path());
     assert!(files.len() >= 3);
     let mut header = std::fs::read(&files[1]).unwrap();
     header[20] ^= 0xff;
     std::fs::write(&files[1], header).unwrap();
-    let store =
-        Store::open_with(dir.path(), options().recovery(RecoveryMode::PointInTime)).unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        small_segments().recovery(RecoveryMode::PointInTime),
+    )
+    .unwrap();
     assert_eq!(
         store.recovery_report().findings[0].kind,
         FindingKind::DamagedSegmentHeader
@@ -690,8 +669,8 @@ fn point_in_time_after_a_damaged_segment_header_continues_with_the_next_id() {
     let seq = store.save("job0", "p", &json!("after")).unwrap();
     drop(store);
     // Only segment 1 was kept, and it was sealed: the writer continued in a new segment 2.
-    assert_eq!(segments(dir.path()).len(), 2);
-    let store = Store::open_with(dir.path(), options()).unwrap();
+    assert_eq!(segment_files(dir.path()).len(), 2);
+    let store = Store::open_with(dir.path(), small_segments()).unwrap();
     assert!(
         store.recovery_report().is_clean(),
         "{:?}",
@@ -706,8 +685,7 @@ fn point_in_time_after_a_damaged_segment_header_continues_with_the_next_id() {
 #[test]
 fn a_writer_never_appends_to_a_compacted_segment_whose_snapshot_is_damaged() {
     let dir = tempfile::tempdir().unwrap();
-    let options = || options().auto_compact(cairn::AutoCompact::disabled());
-    let store = Store::open_with(dir.path(), options()).unwrap();
+    let store = Store::open_with(dir.path(), common::options()).unwrap();
     for i in 0..30 {
         store
             .save(&format!("job{}", i % 3), "extract", &json!({"i": i}))
@@ -717,7 +695,7 @@ fn a_writer_never_appends_to_a_compacted_segment_whose_snapshot_is_damaged() {
         .compact_with(&cairn::Retention::default().keep_last(5))
         .unwrap();
     store.close().unwrap();
-    let files = segments(dir.path());
+    let files = segment_files(dir.path());
     assert_eq!(
         files.len(),
         2,
@@ -725,14 +703,15 @@ fn a_writer_never_appends_to_a_compacted_segment_whose_snapshot_is_damaged() {
     );
     let compacted = &files[0];
     let mut bytes = std::fs::read(compacted).unwrap();
-    let (start, end) = *all_records(&bytes)
-        .iter()
-        .rfind(|&&(start, _)| bytes[start + 28] == 4)
+    let snapshot = files::records(&bytes)
+        .into_iter()
+        .rfind(|record| record.kind == SNAPSHOT)
         .expect("a snapshot record");
+    let (start, end) = (snapshot.offset, snapshot.end());
     bytes[(start + end) / 2] ^= 0x08;
     std::fs::write(compacted, &bytes).unwrap();
 
-    let skip = || options().recovery(RecoveryMode::SkipCorrupted);
+    let skip = || common::options().recovery(RecoveryMode::SkipCorrupted);
     let store = Store::open_with(dir.path(), skip()).unwrap();
     let seq = store.save("job0", "extract", &json!("after")).unwrap();
     drop(store);

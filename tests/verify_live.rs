@@ -6,12 +6,16 @@
 //!
 //! The test binary re-runs itself as the writer child (as `tests/kill9_threads.rs` does).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 
 use cairn::{AutoCompact, Durability, Options, Store};
 use serde_json::json;
+
+use common::child::{KillOnDrop, this_test};
 
 const CHILD_DIR_ENV: &str = "CAIRN_VERIFY_LIVE_CHILD_DIR";
 /// What the child prints once it has saved.
@@ -24,8 +28,7 @@ const MAX_VERIFIES: u64 = 1_000_000;
 
 /// Small segments and large records: rollovers every few saves, compactions often.
 fn options() -> Options {
-    Options::default()
-        .segment_size(64 * 1024)
+    common::small_segments()
         .durability(Durability::OsOnly)
         .auto_compact(AutoCompact::default().segments(2))
 }
@@ -57,37 +60,24 @@ fn child_writer_entry_point() {
     }
 }
 
-/// The writer child, killed when dropped (also when the parent's test fails).
-struct Writer(Child);
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the writer child and returns once it has saved.
-fn start_writer(dir: &Path) -> Writer {
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "child_writer_entry_point",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR_ENV, dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn child");
-    let stdout = child.stdout.take().expect("child stdout");
+/// Starts the writer child and returns once it has saved. The child is killed when dropped
+/// (also when the parent's test fails).
+fn start_writer(dir: &Path) -> KillOnDrop {
+    let mut writer = KillOnDrop(
+        this_test("child_writer_entry_point")
+            .env(CHILD_DIR_ENV, dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn child"),
+    );
+    let stdout = writer.0.stdout.take().expect("child stdout");
     let ready = BufReader::new(stdout)
         .lines()
         .map_while(Result::ok)
         .any(|line| line == READY);
     assert!(ready, "the writer child did not start");
-    Writer(child)
+    writer
 }
 
 #[test]

@@ -2,27 +2,20 @@
 //! `Sync` mode a record is visible only once it is durable, and a save that fails leaves
 //! nothing visible; in `Buffered` and `OsOnly` a save is visible once it returned.
 
-use std::path::Path;
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use cairn::testing::{self, CrashMode, Fault, SimDisk, Step};
-use cairn::{
-    Checkpoint, Durability, Error, ErrorContext, JobState, JobSummary, Options, RunPlan, Store,
-};
+use cairn::testing::{CrashMode, Fault, SimDisk, Step};
+use cairn::{Checkpoint, Durability, Error, ErrorContext, JobState, JobSummary, RunPlan, Store};
 use serde_json::{Value, json};
 
-const DIR: &str = "/sim/store";
-
-fn options(durability: Durability) -> Options {
-    Options::default()
-        .segment_size(64 * 1024)
-        .durability(durability)
-}
+use common::{sim, small_segments};
 
 fn open(disk: &SimDisk, durability: Durability) -> Store {
-    testing::open(disk, Path::new(DIR), options(durability), false).expect("open")
+    sim::open(disk, small_segments().durability(durability)).expect("open")
 }
 
 /// Everything a reader can ask about a job.
@@ -90,7 +83,10 @@ fn a_job_event_whose_sync_fails_is_never_visible() {
     let disk = SimDisk::new();
     let store = store_with_a_run(&disk);
     let before = Shown::of(&store, "job");
-    assert!(matches!(before.plan, RunPlan::Resume { .. }), "{before:?}");
+    assert!(
+        matches!(before.plan, RunPlan::Resume { checkpoint: _ }),
+        "{before:?}"
+    );
     disk.inject(Fault::FailSync(1));
     let err = store
         .fail_run("job", "boom", ErrorContext::default())
@@ -130,7 +126,7 @@ impl SyncGate {
 /// The latest checkpoint of `job` that a power loss now would keep.
 fn durable_latest(disk: &SimDisk, job: &str) -> Option<u64> {
     let crashed = disk.crash(CrashMode::LoseUnsynced, 1);
-    let store = testing::open(&crashed, Path::new(DIR), options(Durability::Sync), true)
+    let store = sim::open_read_only(&crashed, small_segments().durability(Durability::Sync))
         .expect("the crashed disk opens");
     store.latest(job).expect("latest").map(|c| c.seq)
 }
@@ -192,15 +188,7 @@ fn readers_never_see_a_checkpoint_that_is_not_durable() {
 #[test]
 fn readers_beside_savers_and_compactions_see_only_durable_checkpoints() {
     let disk = SimDisk::new();
-    let store = Arc::new(
-        testing::open(
-            &disk,
-            Path::new(DIR),
-            Options::default().segment_size(64 * 1024),
-            false,
-        )
-        .expect("open"),
-    );
+    let store = Arc::new(sim::open(&disk, small_segments()).expect("open"));
     let jobs: [&'static str; 3] = ["a", "b", "c"];
     let savers: Vec<_> = jobs
         .into_iter()

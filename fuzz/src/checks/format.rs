@@ -342,9 +342,32 @@ pub enum Record {
 
 /// Decodes one record of a segment of format `version` as FORMAT.md specifies it.
 pub fn decode_record(version: u16, salt: u32, bytes: &[u8]) -> Record {
-    let Some(head) = bytes.get(..RECORD_HEADER_LEN) else {
+    let Some(header) = decode_header(salt, bytes) else {
         return Record::Invalid;
     };
+    let len = padded_len(header.body_len);
+    let Some(record) = bytes.get(..len) else {
+        return Record::Invalid;
+    };
+    if le_u32(record, 0) != Some(salted_crc(salt, &record[4..])) {
+        return Record::Invalid;
+    }
+    let body = &record[RECORD_HEADER_LEN..RECORD_HEADER_LEN + header.body_len as usize];
+    decode_kind(version, &header, len, body)
+}
+
+/// The fields of a valid record header.
+struct Header {
+    seq: u64,
+    durable_seq: u64,
+    body_len: u32,
+    kind: u8,
+}
+
+/// The header at the start of `bytes`, if it is valid (FORMAT.md: not all zero, its checksum
+/// matches, a known kind, zero padding, sequence numbers in range, a body length in bounds).
+fn decode_header(salt: u32, bytes: &[u8]) -> Option<Header> {
+    let head = bytes.get(..RECORD_HEADER_LEN)?;
     let field = |at| le_u64(head, at).unwrap_or_default();
     let (seq, durable_seq) = (field(8), field(16));
     let body_len = le_u32(head, 24).unwrap_or_default();
@@ -356,75 +379,65 @@ pub fn decode_record(version: u16, salt: u32, bytes: &[u8]) -> Record {
         && (1..SEQ_LIMIT).contains(&seq)
         && durable_seq < seq
         && body_len <= MAX_BODY_BYTES;
-    if !header_ok {
-        return Record::Invalid;
-    }
-    let len = padded_len(body_len);
-    let Some(record) = bytes.get(..len) else {
-        return Record::Invalid;
-    };
-    if le_u32(record, 0) != Some(salted_crc(salt, &record[4..])) {
-        return Record::Invalid;
-    }
-    let body = &record[RECORD_HEADER_LEN..RECORD_HEADER_LEN + body_len as usize];
-    if kind == KIND_SEAL {
+    header_ok.then_some(Header {
+        seq,
+        durable_seq,
+        body_len,
+        kind,
+    })
+}
+
+/// A record of `header`'s kind, `len` bytes long with `body`, in a segment of format
+/// `version`: `Invalid` for a kind that format does not have.
+fn decode_kind(version: u16, header: &Header, len: usize, body: &[u8]) -> Record {
+    let Header {
+        seq,
+        durable_seq,
+        kind,
+        ..
+    } = *header;
+    match kind {
         // FORMAT.md gives a seal an empty body, but its list of what makes a record valid
         // does not require it, and cairn accepts a seal with a body: so does this reference.
-        return Record::Seal {
+        KIND_SEAL => Record::Seal {
             seq,
             durable_seq,
             len,
-        };
-    }
-    if kind == KIND_MARK {
+        },
         // FORMAT.md: marks exist from format 4 on, outside compacted segments (which the
         // caller knows about).
-        if version < 4 {
-            return Record::Invalid;
-        }
-        return Record::Mark {
+        KIND_MARK if version < 4 => Record::Invalid,
+        KIND_MARK => Record::Mark {
             seq,
             durable_seq,
             len,
-        };
-    }
-    if kind == KIND_SNAPSHOT {
+        },
         // FORMAT.md: snapshots exist from format 3 on, and only in compacted segments, which
         // the caller knows about (`testing::decode_record` accepts one on its own).
-        if version < 3 {
-            return Record::Invalid;
-        }
-        return Record::Snapshot { seq, len };
-    }
-    if kind == KIND_SNAPSHOT_PART {
+        KIND_SNAPSHOT if version < 3 => Record::Invalid,
+        KIND_SNAPSHOT => Record::Snapshot { seq, len },
         // FORMAT.md: snapshot parts exist from format 4 on, in compacted segments only.
-        if version < 4 {
-            return Record::Invalid;
-        }
-        return Record::SnapshotPart { seq, len };
-    }
-    if kind == KIND_JOB_EVENT {
+        KIND_SNAPSHOT_PART if version < 4 => Record::Invalid,
+        KIND_SNAPSHOT_PART => Record::SnapshotPart { seq, len },
         // FORMAT.md: a job event in a version 1 segment is damage. Its body must decode to a
         // known event too, which this reference leaves to cairn: `testing::decode_record`
         // does not check it, and for the store a damaged event only hides what follows it.
-        if version < 2 {
-            return Record::Invalid;
-        }
-        return Record::JobEvent {
+        KIND_JOB_EVENT if version < 2 => Record::Invalid,
+        KIND_JOB_EVENT => Record::JobEvent {
             seq,
             durable_seq,
             len,
-        };
-    }
-    match CheckpointBody::decode(version, body) {
-        Some(Ok(body)) => Record::Checkpoint {
-            seq,
-            durable_seq,
-            len,
-            body,
         },
-        Some(Err(_)) => Record::BadData { seq },
-        None => Record::BadBody { seq },
+        _ => match CheckpointBody::decode(version, body) {
+            Some(Ok(body)) => Record::Checkpoint {
+                seq,
+                durable_seq,
+                len,
+                body,
+            },
+            Some(Err(_)) => Record::BadData { seq },
+            None => Record::BadBody { seq },
+        },
     }
 }
 

@@ -414,46 +414,8 @@ fn semantic_record(
             valid,
         );
     }
-    if flags & 1 != 0 {
-        head.kind = pick(
-            input,
-            &[0, KIND_CHECKPOINT, KIND_SEAL, KIND_JOB_EVENT, 4, 255],
-        );
-    }
-    if flags & 2 != 0 {
-        let raw = input.u64();
-        let near = [
-            seq.saturating_sub(1),
-            seq.saturating_add(1),
-            seq.saturating_add(2),
-        ];
-        head.seq = pick(
-            input,
-            &[0, 1, near[0], near[1], near[2], u64::MAX - 1, u64::MAX, raw],
-        );
-    }
-    if flags & 4 != 0 {
-        let raw = input.u64();
-        let s = head.seq;
-        head.durable_seq = pick(
-            input,
-            &[0, s.saturating_sub(1), s, s.saturating_add(1), raw],
-        );
-    }
-    if flags & 8 != 0 {
-        body.at_micros = pick(
-            input,
-            &[0, -1, i64::MIN, i64::MAX, 8_210_266_876_800_000_000],
-        );
-    }
-    if flags & 16 != 0 {
-        let len = usize::from(input.u8() % 64);
-        body.data = input.bytes(len).to_vec();
-        body.job = pick(input, &["", "a", "\u{0}", "x"]).to_string();
-    }
-    if flags & 16 != 0 && input.u8() & 1 == 1 {
-        body.codec = pick(input, &[CODEC_JSON, CODEC_LZ4, 2, 255]);
-    }
+    override_record_header(input, &mut head, flags);
+    override_record_body(input, &mut body, flags);
     let mut encoded = body.encode_as(head.kind, segment.version.clamp(1, FORMAT_VERSION));
     if flags & 32 != 0 {
         let len = usize::from(input.u8());
@@ -485,6 +447,57 @@ fn semantic_record(
         record[at] ^= input.u8() | 1;
     }
     (record, false)
+}
+
+/// Overrides the kind (flags bit 0), sequence number (bit 1) and durable sequence number (bit
+/// 2) of `head` with values from `input`.
+fn override_record_header(input: &mut Input, head: &mut RecordHeader, flags: u8) {
+    let seq = head.seq;
+    if flags & 1 != 0 {
+        head.kind = pick(
+            input,
+            &[0, KIND_CHECKPOINT, KIND_SEAL, KIND_JOB_EVENT, 4, 255],
+        );
+    }
+    if flags & 2 != 0 {
+        let raw = input.u64();
+        let near = [
+            seq.saturating_sub(1),
+            seq.saturating_add(1),
+            seq.saturating_add(2),
+        ];
+        head.seq = pick(
+            input,
+            &[0, 1, near[0], near[1], near[2], u64::MAX - 1, u64::MAX, raw],
+        );
+    }
+    if flags & 4 != 0 {
+        let raw = input.u64();
+        let s = head.seq;
+        head.durable_seq = pick(
+            input,
+            &[0, s.saturating_sub(1), s, s.saturating_add(1), raw],
+        );
+    }
+}
+
+/// Overrides the time (flags bit 3), and the data, job and maybe codec (bit 4) of `body` with
+/// values from `input`.
+fn override_record_body(input: &mut Input, body: &mut CheckpointBody, flags: u8) {
+    if flags & 8 != 0 {
+        body.at_micros = pick(
+            input,
+            &[0, -1, i64::MIN, i64::MAX, 8_210_266_876_800_000_000],
+        );
+    }
+    if flags & 16 != 0 {
+        let len = usize::from(input.u8() % 64);
+        body.data = input.bytes(len).to_vec();
+        body.job = pick(input, &["", "a", "\u{0}", "x"]).to_string();
+    }
+    if flags & 16 != 0 && input.u8() & 1 == 1 {
+        body.codec = pick(input, &[CODEC_JSON, CODEC_LZ4, 2, 255]);
+    }
 }
 
 /// One to three segment files of raw bytes (a flags byte, a u16 length and the bytes each).

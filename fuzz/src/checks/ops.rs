@@ -44,17 +44,18 @@
 //! failure before the rename leaves everything as it was. The next open decides nothing for a
 //! compaction: a crash at any point of it must leave the model's contents.
 
+mod model;
+
 use std::path::Path;
 use std::time::Duration;
 
 use cairn::testing::{self, CrashMode, Fault, SimDisk};
-use cairn::{Checkpoint, Error, ErrorContext, JobEvent, JobState, Options, RecoveryMode, Store};
-use cairn::{Result as CairnResult, Trigger};
-use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use cairn::{Error, ErrorContext, JobEvent, Options, RecoveryMode, Store, Trigger};
+use serde_json::json;
 
 use super::image;
 use super::input::Input;
+use model::{Found, Model, Op, Write, fold};
 
 const MAX_OPS: usize = 200;
 const MAX_PAD_BYTES: usize = 4000;
@@ -65,365 +66,6 @@ const CRASH_MODES: [CrashMode; 4] = [
     CrashMode::TornSectors,
     CrashMode::TornPages,
 ];
-
-/// What one write put in the log, as the model remembers it.
-#[derive(Debug, Clone, PartialEq)]
-enum Write {
-    Save {
-        phase: &'static str,
-        trigger: Trigger,
-        data: Value,
-    },
-    Event(JobEvent),
-}
-
-impl Write {
-    /// The event the job state folds for this write.
-    fn event(&self) -> JobEvent {
-        match self {
-            Write::Save { phase, trigger, .. } => JobEvent::CheckpointSaved {
-                phase: (*phase).to_string(),
-                trigger: *trigger,
-            },
-            Write::Event(event) => event.clone(),
-        }
-    }
-
-    fn is_delete(&self) -> bool {
-        matches!(self, Write::Event(JobEvent::JobDeleted { .. }))
-    }
-}
-
-/// The checkpoints a store holds after the durable writes of `log`, in order: every durable
-/// save but those of a job deleted after them.
-fn visible(log: &[(Op, State)]) -> Vec<Saved<'_>> {
-    let mut saves: Vec<Saved> = Vec::new();
-    for (op, state) in log {
-        if op.write.is_delete() && matches!(state, State::Durable { .. }) {
-            saves.retain(|saved| saved.job != op.job);
-        } else if let Some(saved) = Saved::of_op(op, state) {
-            saves.push(saved);
-        }
-    }
-    saves
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct Op {
-    job: &'static str,
-    write: Write,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// In the log for good, with the sequence number and time the store gave it.
-    Durable { seq: u64, at: DateTime<Utc> },
-    /// A failed write that may or may not be in the log.
-    Undecided,
-}
-
-/// A checkpoint as the model and the store can both describe it.
-#[derive(Debug, Clone, PartialEq)]
-struct Saved<'a> {
-    seq: u64,
-    job: &'a str,
-    phase: &'a str,
-    trigger: Option<Trigger>,
-    version: u32,
-    data: &'a Value,
-    at: DateTime<Utc>,
-}
-
-impl<'a> Saved<'a> {
-    fn of_checkpoint(c: &'a Checkpoint) -> Self {
-        Saved {
-            seq: c.seq,
-            job: &c.job,
-            phase: &c.phase,
-            trigger: c.trigger,
-            version: c.version,
-            data: &c.data,
-            at: c.at,
-        }
-    }
-
-    /// The checkpoint `op` wrote, if it is a durable save.
-    fn of_op(op: &'a Op, state: &State) -> Option<Self> {
-        match (&op.write, state) {
-            (
-                Write::Save {
-                    phase,
-                    trigger,
-                    data,
-                },
-                State::Durable { seq, at },
-            ) => Some(Saved {
-                seq: *seq,
-                job: op.job,
-                phase,
-                trigger: Some(*trigger),
-                // No job type is registered, so every checkpoint is version 1.
-                version: 1,
-                data,
-                at: *at,
-            }),
-            _ => None,
-        }
-    }
-}
-
-/// What a store returns: every checkpoint, by sequence number, and the state of each of
-/// [`JOBS`].
-struct Found {
-    checkpoints: Vec<Checkpoint>,
-    states: Vec<Option<JobState>>,
-}
-
-impl Found {
-    fn state(&self, job: &str) -> Option<&JobState> {
-        let i = JOBS.iter().position(|j| *j == job).expect("one of JOBS");
-        self.states[i].as_ref()
-    }
-}
-
-/// The state of `job` folded from the durable writes of `log`: what `Store::job` must return.
-fn fold(log: &[(Op, State)], job: &str) -> Option<JobState> {
-    let mut state: Option<JobState> = None;
-    for (op, op_state) in log.iter().filter(|(op, _)| op.job == job) {
-        if let State::Durable { seq, at } = op_state {
-            if op.write.is_delete() {
-                // The store forgets a deleted job: a later write starts a new one.
-                state = None;
-                continue;
-            }
-            let state = state.get_or_insert_with(|| JobState::new(job));
-            state.apply(*seq, *at, &op.write.event());
-        }
-    }
-    state
-}
-
-#[derive(Debug, Default)]
-struct Model {
-    log: Vec<(Op, State)>,
-    /// A write failed in a way that poisons the store; later writes must be refused.
-    poisoned: bool,
-    /// Faults were injected and may still be armed.
-    faults_armed: bool,
-    writes_made: u64,
-}
-
-impl Model {
-    fn last_durable_seq(&self) -> u64 {
-        self.log
-            .iter()
-            .filter_map(|(_, state)| match state {
-                State::Durable { seq, .. } => Some(*seq),
-                State::Undecided => None,
-            })
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// Checks what a store returns against the model: every durable save is there with its
-    /// number, the undecided write may be, nothing else is; every job's state is the fold of
-    /// its durable writes (plus the undecided one, if the store has it). With `decide`, the
-    /// undecided write becomes durable or is dropped, as found.
-    fn reconcile(&mut self, found: &Found, decide: bool, context: &str) {
-        let mut settled = self.log.clone();
-        // A poisoning failure is followed by refusals only, until an open decides it: the
-        // undecided write, if any, is the last.
-        let undecided = match settled.last() {
-            Some((_, State::Undecided)) => settled.pop().map(|(op, _)| op),
-            _ => None,
-        };
-        assert!(
-            settled.iter().all(|(_, s)| *s != State::Undecided),
-            "model: an undecided write before the last"
-        );
-        if let Some(op) = undecided {
-            let state = self.find(&settled, &op, found, context);
-            if tracing() {
-                eprintln!(
-                    "  undecided {} of {}: {state:?}",
-                    op.write.event().kind(),
-                    op.job
-                );
-            }
-            if let Some(state) = state {
-                settled.push((op, state));
-            }
-        }
-        let expected = visible(&settled);
-        let got: Vec<Saved> = found.checkpoints.iter().map(Saved::of_checkpoint).collect();
-        for (i, want) in expected.iter().enumerate() {
-            assert_eq!(
-                got.get(i),
-                Some(want),
-                "{context}: durable save {} lost or changed",
-                want.seq
-            );
-        }
-        let extra = got.get(expected.len()..).unwrap_or_default();
-        assert!(
-            extra.is_empty(),
-            "{context}: saves found that were never made: {extra:?}"
-        );
-        for job in JOBS {
-            assert_eq!(
-                found.state(job),
-                fold(&settled, job).as_ref(),
-                "{context}: the state of job {job} is not the fold of its durable writes"
-            );
-        }
-        if decide {
-            self.log = settled;
-        }
-    }
-
-    /// Whether the store holds the undecided write `op`, after the `settled` ones: `Some` with
-    /// its sequence number and time when it does.
-    fn find(
-        &self,
-        settled: &[(Op, State)],
-        op: &Op,
-        found: &Found,
-        context: &str,
-    ) -> Option<State> {
-        let (seq, at) = match &op.write {
-            Write::Save { .. } => {
-                let saves = visible(settled).len();
-                let last = found.checkpoints.get(saves)?;
-                let candidate = Saved::of_op(
-                    op,
-                    &State::Durable {
-                        seq: last.seq,
-                        at: last.at,
-                    },
-                );
-                if candidate.as_ref() != Some(&Saved::of_checkpoint(last)) {
-                    // Not this save: reconcile reports it as a save never made.
-                    return None;
-                }
-                (last.seq, last.at)
-            }
-            Write::Event(JobEvent::JobDeleted { .. }) => {
-                // Written only for a job the store had: it is there if the job is gone. Its
-                // number is not known (the job's state is gone with it), only that it follows
-                // the durable writes.
-                if found.state(op.job).is_some() {
-                    return None;
-                }
-                (self.last_durable_seq() + 1, DateTime::UNIX_EPOCH)
-            }
-            Write::Event(_) => {
-                let before = fold(settled, op.job).map_or(0, |s| s.events_applied);
-                let state = found.state(op.job)?;
-                if state.events_applied != before + 1 {
-                    // Not there (or something else is: reconcile reports the difference).
-                    return None;
-                }
-                let seq = state.last_seq.expect("a state with events has a last_seq");
-                let at = state.updated_at.expect("a state with events was updated");
-                (seq, at)
-            }
-        };
-        assert!(
-            seq > self.last_durable_seq(),
-            "{context}: the undecided write was found with sequence number {seq}, not after \
-             the durable ones ({})",
-            self.last_durable_seq()
-        );
-        Some(State::Durable { seq, at })
-    }
-
-    /// Records the outcome of `op` in the model. `Ok(seq)`: acknowledged as `seq`, which must
-    /// be new; its time is the one the live store applied, and the live state of its job must
-    /// then be the model's fold. `Err`: allowed only with faults armed, and of a kind that
-    /// either poisons (the write is undecided) or leaves nothing.
-    fn settle(&mut self, store: &Store, op: Op, result: CairnResult<u64>, context: &str) {
-        let e = match result {
-            Ok(seq) => {
-                assert!(
-                    !self.poisoned,
-                    "{context}: a poisoned store acknowledged write {seq}"
-                );
-                assert!(
-                    seq > self.last_durable_seq(),
-                    "{context}: sequence number {seq} reused"
-                );
-                let live = store.job(op.job);
-                let at = if op.write.is_delete() {
-                    // A deleted job has no state left to take the time from (nor needs one).
-                    DateTime::UNIX_EPOCH
-                } else {
-                    live.as_ref()
-                        .filter(|state| state.last_seq == Some(seq))
-                        .and_then(|state| state.updated_at)
-                        .unwrap_or_else(|| {
-                            panic!("{context}: write {seq} not in the live state {live:?}")
-                        })
-                };
-                let job = op.job;
-                self.log.push((op, State::Durable { seq, at }));
-                assert_eq!(
-                    live,
-                    fold(&self.log, job),
-                    "{context}: the live state of {job} is not the fold of its writes"
-                );
-                return;
-            }
-            Err(e) => e,
-        };
-        assert!(
-            self.faults_armed,
-            "{context}: a write failed without a fault: {e}"
-        );
-        // A sync that found no room (ENOSPC) is `DiskFull` and poisons; a full disk when
-        // creating a segment is `DiskFull` and leaves nothing.
-        let full_at_sync =
-            matches!(&e, Error::DiskFull { .. }) && store.metrics().poisoned.is_some();
-        let poisons = full_at_sync
-            || matches!(
-                &e,
-                Error::Poisoned { .. }
-                    | Error::Io {
-                        op: "write record" | "write mark record",
-                        ..
-                    }
-            );
-        let clean = (matches!(&e, Error::DiskFull { .. }) && !full_at_sync)
-            || matches!(
-                &e,
-                Error::Io {
-                    op: "create segment"
-                        | "write segment header"
-                        | "sync new segment"
-                        | "rename new segment"
-                        | "sync directory",
-                    ..
-                }
-            );
-        assert!(poisons || clean, "{context}: unexpected error {e:?}");
-        if self.poisoned {
-            assert!(
-                matches!(e, Error::Poisoned { .. }),
-                "{context}: poisoned, yet {e:?}"
-            );
-        } else if poisons {
-            self.poisoned = true;
-            self.log.push((op, State::Undecided));
-        }
-    }
-
-    /// The latest durable save of `job`, cleared or not: what `Store::latest` returns while
-    /// nothing is undecided.
-    fn latest(&self, job: &str) -> Option<Saved<'_>> {
-        visible(&self.log)
-            .into_iter()
-            .rfind(|saved| saved.job == job)
-    }
-}
 
 fn options() -> Options {
     image::options(RecoveryMode::TolerateTornTail)
@@ -636,66 +278,76 @@ fn compact(store: &Store, disk: &SimDisk, model: &mut Model, context: &str) {
                 "{context}: {segments} segments after a compaction: {report:?}"
             );
         }
-        Err(e) => {
-            assert!(
-                model.faults_armed || model.poisoned,
-                "{context}: compact failed without a fault: {e}"
-            );
-            if model.poisoned {
-                assert!(
-                    matches!(e, Error::Poisoned { .. }),
-                    "{context}: poisoned, yet {e:?}"
-                );
-            } else {
-                // The seal of the segment being written (a rollover) or the sync of the log
-                // (`DiskFull` when that sync found no room).
-                let full_at_sync = matches!(&e, Error::DiskFull { .. }) && poisoned;
-                let poisons = full_at_sync
-                    || matches!(&e, Error::Poisoned { .. })
-                    || matches!(
-                        &e,
-                        Error::Io {
-                            op: "write record" | "write mark record",
-                            ..
-                        }
-                    );
-                // Creating the next segment, or writing the compacted one before its rename.
-                let clean = (matches!(&e, Error::DiskFull { .. }) && !full_at_sync)
-                    || matches!(
-                        &e,
-                        Error::Io {
-                            op: "create segment"
-                                | "write segment header"
-                                | "write records of"
-                                | "sync new segment"
-                                | "rename new segment",
-                            ..
-                        }
-                    );
-                // A rollover's (clean: the new segment is removed again) or the compaction's,
-                // after the rename or the removal of the replaced segments (poisons).
-                let either = matches!(
-                    &e,
-                    Error::Io {
-                        op: "sync directory",
-                        ..
-                    }
-                );
-                assert!(
-                    poisons || clean || either,
-                    "{context}: compact: unexpected error {e:?}"
-                );
-                assert!(
-                    (!poisons || poisoned) && (!clean || !poisoned),
-                    "{context}: compact failed with {e:?}, poisoned: {poisoned}"
-                );
-                model.poisoned = poisoned;
-            }
-        }
+        Err(e) => compact_failed(model, &e, poisoned, context),
     }
+    check_writer_and_reader(store, disk, model, context);
+}
+
+/// `Store::compact` failed with `e`, and left the store `poisoned` or not: only with a fault
+/// armed, and poisoned exactly when the failure leaves the directory's or a sealed segment's
+/// state unknown.
+fn compact_failed(model: &mut Model, e: &Error, poisoned: bool, context: &str) {
+    assert!(
+        model.faults_armed || model.poisoned,
+        "{context}: compact failed without a fault: {e}"
+    );
+    if model.poisoned {
+        assert!(
+            matches!(e, Error::Poisoned { .. }),
+            "{context}: poisoned, yet {e:?}"
+        );
+        return;
+    }
+    // The seal of the segment being written (a rollover) or the sync of the log (`DiskFull`
+    // when that sync found no room).
+    let full_at_sync = matches!(e, Error::DiskFull { .. }) && poisoned;
+    let poisons = full_at_sync
+        || matches!(e, Error::Poisoned { .. })
+        || matches!(
+            e,
+            Error::Io {
+                op: "write record" | "write mark record",
+                ..
+            }
+        );
+    // Creating the next segment, or writing the compacted one before its rename.
+    let clean = (matches!(e, Error::DiskFull { .. }) && !full_at_sync)
+        || matches!(
+            e,
+            Error::Io {
+                op: "create segment"
+                    | "write segment header"
+                    | "write records of"
+                    | "sync new segment"
+                    | "rename new segment",
+                ..
+            }
+        );
+    // A rollover's (clean: the new segment is removed again) or the compaction's, after the
+    // rename or the removal of the replaced segments (poisons).
+    let either = matches!(
+        e,
+        Error::Io {
+            op: "sync directory",
+            ..
+        }
+    );
+    assert!(
+        poisons || clean || either,
+        "{context}: compact: unexpected error {e:?}"
+    );
+    assert!(
+        (!poisons || poisoned) && (!clean || !poisoned),
+        "{context}: compact failed with {e:?}, poisoned: {poisoned}"
+    );
+    model.poisoned = poisoned;
+}
+
+/// The writer and a reader opened now both hold exactly the model.
+fn check_writer_and_reader(store: &Store, disk: &SimDisk, model: &mut Model, context: &str) {
     model.reconcile(&found(store, context), false, context);
     let reader = testing::open(disk, Path::new(image::DIR), options(), true)
-        .unwrap_or_else(|e| panic!("{context}: a reader does not open after compact: {e}"));
+        .unwrap_or_else(|e| panic!("{context}: a reader does not open: {e}"));
     model.reconcile(&found(&reader, context), false, context);
 }
 
@@ -738,83 +390,92 @@ fn tracing() -> bool {
     *TRACE.get_or_init(|| std::env::var_os("CAIRN_FUZZ_TRACE").is_some())
 }
 
+/// The scenario the fuzzer's bytes describe, on one disk.
+struct Run<'a> {
+    input: Input<'a>,
+    disk: SimDisk,
+    model: Model,
+}
+
 pub fn check_ops(data: &[u8]) {
-    let mut input = Input::new(data);
-    let mut disk = SimDisk::new();
-    let mut model = Model::default();
-    let mut store = open_writer(&disk, &mut model, "first open").expect("a new store opens");
+    let mut run = Run {
+        input: Input::new(data),
+        disk: SimDisk::new(),
+        model: Model::default(),
+    };
+    let mut store =
+        open_writer(&run.disk, &mut run.model, "first open").expect("a new store opens");
     for step in 0..MAX_OPS {
-        if input.is_empty() {
+        if run.input.is_empty() {
             break;
         }
-        let op = input.u8();
+        let op = run.input.u8();
         let context = format!("op {step} ({op})");
         if tracing() {
             eprintln!(
                 "{context}: writes made {}, poisoned {}",
-                model.writes_made, model.poisoned
+                run.model.writes_made, run.model.poisoned
             );
         }
+        let Some(next) = run.step(store, op, &context) else {
+            return;
+        };
+        store = next;
+    }
+    run.disk.clear_faults();
+    let crashed = run.disk.crash(CrashMode::TornSectors, 0);
+    drop(store);
+    drop(open_writer(&crashed, &mut run.model, "final crash"));
+}
+
+impl Run<'_> {
+    /// Runs operation `op` on `store`; returns the store to go on with, `None` when a known
+    /// bug stops the scenario.
+    fn step(&mut self, store: Store, op: u8, context: &str) -> Option<Store> {
+        let (input, model) = (&mut self.input, &mut self.model);
         match op % 8 {
-            0 | 1 => save(&store, &mut model, &mut input, op, &context),
-            2 | 3 => match op >> 5 {
-                5 => delete(&store, &mut model, &mut input, op, &context),
-                6 => {
-                    input.u8();
-                    compact(&store, &disk, &mut model, &context);
-                }
-                7 => {
-                    let arg = input.u8();
-                    compact(&store, &disk, &mut model, &context);
-                    let context = format!("{context} compacted");
-                    let Some(reopened) = crash(
-                        &mut disk,
-                        store,
-                        &mut model,
-                        arg & 3,
-                        u16::from(arg >> 2),
-                        &context,
-                    ) else {
-                        return;
-                    };
-                    store = reopened;
-                }
-                _ => event(&store, &mut model, &mut input, op, &context),
-            },
+            0 | 1 => save(&store, model, input, op, context),
+            2 | 3 => return self.job_op(store, op, context),
             4 => {
                 drop(store);
-                let Some(reopened) = open_writer(&disk, &mut model, &context) else {
-                    return;
-                };
-                store = reopened;
+                return open_writer(&self.disk, model, context);
             }
             5 => {
                 let mode = input.u8();
                 let seed = input.u16();
-                let Some(reopened) = crash(&mut disk, store, &mut model, mode, seed, &context)
-                else {
-                    return;
-                };
-                store = reopened;
+                return crash(&mut self.disk, store, model, mode, seed, context);
             }
             6 => {
-                let fault = fault(&mut input);
+                let fault = fault(input);
                 if tracing() {
                     eprintln!("  inject {fault:?}");
                 }
-                disk.inject(fault);
+                self.disk.inject(fault);
                 model.faults_armed = true;
             }
-            _ => {
-                model.reconcile(&found(&store, &context), false, &context);
-                let reader = testing::open(&disk, Path::new(image::DIR), options(), true)
-                    .unwrap_or_else(|e| panic!("{context}: a reader does not open: {e}"));
-                model.reconcile(&found(&reader, &context), false, &context);
-            }
+            _ => check_writer_and_reader(&store, &self.disk, model, context),
         }
+        Some(store)
     }
-    disk.clear_faults();
-    let crashed = disk.crash(CrashMode::TornSectors, 0);
-    drop(store);
-    drop(open_writer(&crashed, &mut model, "final crash"));
+
+    /// Codes 2 and 3: a job event, `delete_job`, or a compaction (and then a crash).
+    fn job_op(&mut self, store: Store, op: u8, context: &str) -> Option<Store> {
+        let (input, model) = (&mut self.input, &mut self.model);
+        match op >> 5 {
+            5 => delete(&store, model, input, op, context),
+            6 => {
+                input.u8();
+                compact(&store, &self.disk, model, context);
+            }
+            7 => {
+                let arg = input.u8();
+                compact(&store, &self.disk, model, context);
+                let context = format!("{context} compacted");
+                let seed = u16::from(arg >> 2);
+                return crash(&mut self.disk, store, model, arg & 3, seed, &context);
+            }
+            _ => event(&store, model, input, op, context),
+        }
+        Some(store)
+    }
 }

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
-#![warn(missing_docs)]
+#![deny(missing_docs, unsafe_code)]
 #![deny(clippy::host_endian_bytes, clippy::big_endian_bytes)]
+#![deny(clippy::unwrap_used, clippy::indexing_slicing, clippy::too_many_lines)]
 
 mod checkpoint;
 #[cfg(test)]

@@ -71,7 +71,9 @@ impl MappedFile {
         let mut pos = start;
         while pos < end {
             let len = (end - pos).min(ZERO_CHUNK_BYTES);
-            self.write(pos, &ZEROS[..len as usize])?;
+            #[expect(clippy::indexing_slicing, reason = "len <= ZERO_CHUNK_BYTES, the length of ZEROS")]
+            let zeros = &ZEROS[..len as usize];
+            self.write(pos, zeros)?;
             pos += len;
         }
         Ok(())
@@ -83,6 +85,7 @@ impl SegmentFile for MappedFile {
         self.len
     }
 
+    #[expect(unsafe_code, reason = "a slice of the memory map, which memmap2 hands out as a pointer")]
     fn read(&self, offset: u64, len: usize) -> io::Result<&[u8]> {
         if len == 0 {
             return Ok(&[]);
@@ -167,6 +170,7 @@ impl SegmentFile for MappedFile {
 }
 
 /// `lseek` with `whence`; `None` when there is no such position (ENXIO) or on any error.
+#[expect(unsafe_code, reason = "lseek(SEEK_DATA/SEEK_HOLE) has no safe wrapper in std")]
 fn seek(file: &File, offset: u64, whence: libc::c_int) -> Option<u64> {
     let offset = libc::off_t::try_from(offset).ok()?;
     // SAFETY: plain system call on a valid, open descriptor; it does not touch memory.
@@ -178,6 +182,7 @@ fn seek(file: &File, offset: u64, whence: libc::c_int) -> Option<u64> {
 /// zeros afterwards, and on ext4, XFS and btrfs it is "unwritten" again, so that recovery can
 /// skip it (SEEK_DATA). The kernel drops the cached pages of the range, so the mapping reads
 /// zeros too.
+#[expect(unsafe_code, reason = "fallocate has no safe wrapper in std")]
 fn zero_range(file: &File, start: u64, end: u64) -> io::Result<()> {
     let offset = libc::off_t::try_from(start).map_err(io::Error::other)?;
     let len = libc::off_t::try_from(end - start).map_err(io::Error::other)?;
@@ -196,6 +201,7 @@ fn zero_range(file: &File, start: u64, end: u64) -> io::Result<()> {
 /// either way; the reservation makes it show when a segment is created (ext4, XFS, tmpfs),
 /// not in the middle of a save. File systems without fallocate (EOPNOTSUPP, EINVAL) only get
 /// the file extended: then a full disk shows as `Error::DiskFull` at a record write.
+#[expect(unsafe_code, reason = "posix_fallocate has no safe wrapper in std")]
 fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     let too_large = || io::Error::new(io::ErrorKind::InvalidInput, "segment length too large");
     let start = libc::off_t::try_from(offset).map_err(|_| too_large())?;

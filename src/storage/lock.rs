@@ -58,6 +58,7 @@ fn write_holder(file: &mut File, path: &PathBuf) -> Result<()> {
         .map_err(|e| Error::io_or_disk_full("write lock file", path, text.len() as u64, e))
 }
 
+#[expect(unsafe_code, reason = "gethostname has no safe wrapper in std")]
 fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or

@@ -95,10 +95,16 @@ struct LiveBuf {
 
 // SAFETY: writes happen only under the disk's state lock, and readers only read ranges that
 // no one writes concurrently (the `SegmentFile` contract), exactly as with a real mapping.
+#[expect(unsafe_code, reason = "the simulated mapping is shared between threads like a real one")]
 unsafe impl Sync for LiveBuf {}
 // SAFETY: the buffer is plain owned memory.
+#[expect(unsafe_code, reason = "the simulated mapping is a raw pointer to owned memory")]
 unsafe impl Send for LiveBuf {}
 
+#[expect(
+    unsafe_code,
+    reason = "readers get slices of the simulated mapping at a stable address, as with a real map"
+)]
 impl LiveBuf {
     fn new(bytes: Vec<u8>) -> Arc<LiveBuf> {
         let len = bytes.len();
@@ -132,6 +138,7 @@ impl LiveBuf {
     }
 }
 
+#[expect(unsafe_code, reason = "frees the boxed slice `LiveBuf::new` leaked")]
 impl Drop for LiveBuf {
     fn drop(&mut self) {
         // SAFETY: `ptr` and `len` came from `Box::into_raw` of a boxed slice of this length.
@@ -170,6 +177,10 @@ impl SimFile {
             let range = self.page_range(page);
             let end = range.end.min(live.len());
             if range.start < end {
+                #[expect(
+                    clippy::indexing_slicing,
+                    reason = "the durable image has the file's length, and `end` is within it"
+                )]
                 self.durable[range.start..end]
                     .copy_from_slice(live.slice(range.start, end - range.start));
             }
@@ -490,6 +501,10 @@ fn apply_dir_op(names: &mut BTreeMap<PathBuf, u64>, op: &DirOp) {
 
 /// The durable image with some of the dirty pages' changed sectors or pages applied. Pages
 /// that are not dirty are not written back by anyone: their live bytes are lost.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "the durable image has the file's length, and its dirty pages lie inside it"
+)]
 fn crash_image(file: &SimFile, mode: CrashMode, coin: &mut impl FnMut() -> bool) -> Vec<u8> {
     let mut image = file.durable.clone();
     let unit = match mode {
@@ -562,7 +577,8 @@ impl SegmentFile for SimSegment {
                 Some(Fault::FailWrite(_)) => return Err(eio()),
                 Some(Fault::ShortWrite(_)) => {
                     let half = len / 2;
-                    self.live.write(start, &data[..half]);
+                    let (first_half, _) = data.split_at(half);
+                    self.live.write(start, first_half);
                     mark_dirty(&mut state, self.id, start, half);
                     drop(state);
                     self.disk.after(Step::Write);

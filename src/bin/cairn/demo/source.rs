@@ -392,8 +392,9 @@ fn base64_encode(bytes: &[u8]) -> String {
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
-                let index = ((n >> (18 - 6 * i)) & 63) as usize;
-                out.push(char::from(BASE64[index]));
+                // A 6-bit index: always inside the 64-letter alphabet.
+                let letter = BASE64.get(((n >> (18 - 6 * i)) & 63) as usize);
+                out.push(char::from(letter.copied().unwrap_or(b'=')));
             } else {
                 out.push('=');
             }

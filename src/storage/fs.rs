@@ -71,7 +71,10 @@ impl MappedFile {
         let mut pos = start;
         while pos < end {
             let len = (end - pos).min(ZERO_CHUNK_BYTES);
-            #[expect(clippy::indexing_slicing, reason = "len <= ZERO_CHUNK_BYTES, the length of ZEROS")]
+            #[expect(
+                clippy::indexing_slicing,
+                reason = "len <= ZERO_CHUNK_BYTES, the length of ZEROS"
+            )]
             let zeros = &ZEROS[..len as usize];
             self.write(pos, zeros)?;
             pos += len;
@@ -85,7 +88,10 @@ impl SegmentFile for MappedFile {
         self.len
     }
 
-    #[expect(unsafe_code, reason = "a slice of the memory map, which memmap2 hands out as a pointer")]
+    #[expect(
+        unsafe_code,
+        reason = "a slice of the memory map, which memmap2 hands out as a pointer"
+    )]
     fn read(&self, offset: u64, len: usize) -> io::Result<&[u8]> {
         if len == 0 {
             return Ok(&[]);
@@ -170,7 +176,10 @@ impl SegmentFile for MappedFile {
 }
 
 /// `lseek` with `whence`; `None` when there is no such position (ENXIO) or on any error.
-#[expect(unsafe_code, reason = "lseek(SEEK_DATA/SEEK_HOLE) has no safe wrapper in std")]
+#[expect(
+    unsafe_code,
+    reason = "lseek(SEEK_DATA/SEEK_HOLE) has no safe wrapper in std"
+)]
 fn seek(file: &File, offset: u64, whence: libc::c_int) -> Option<u64> {
     let offset = libc::off_t::try_from(offset).ok()?;
     // SAFETY: plain system call on a valid, open descriptor; it does not touch memory.

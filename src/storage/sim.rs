@@ -95,10 +95,16 @@ struct LiveBuf {
 
 // SAFETY: writes happen only under the disk's state lock, and readers only read ranges that
 // no one writes concurrently (the `SegmentFile` contract), exactly as with a real mapping.
-#[expect(unsafe_code, reason = "the simulated mapping is shared between threads like a real one")]
+#[expect(
+    unsafe_code,
+    reason = "the simulated mapping is shared between threads like a real one"
+)]
 unsafe impl Sync for LiveBuf {}
 // SAFETY: the buffer is plain owned memory.
-#[expect(unsafe_code, reason = "the simulated mapping is a raw pointer to owned memory")]
+#[expect(
+    unsafe_code,
+    reason = "the simulated mapping is a raw pointer to owned memory"
+)]
 unsafe impl Send for LiveBuf {}
 
 #[expect(

@@ -4,7 +4,12 @@
 //! `verify` finding damage), 2 bad usage or bad input. Errors are one line on stderr that
 //! starts with `cairn: `. Logging goes to stderr too, filtered by `CAIRN_LOG` (default `warn`).
 
-#![deny(unsafe_code, clippy::unwrap_used, clippy::indexing_slicing, clippy::too_many_lines)]
+#![deny(
+    unsafe_code,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::too_many_lines
+)]
 
 mod args;
 mod compact;

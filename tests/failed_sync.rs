@@ -149,10 +149,12 @@ fn a_reopen_after_a_sync_without_space_keeps_every_later_save() {
 ///    a sync is running;
 /// 2. `a` appends its record and waits for that sync (a follower);
 /// 3. `b`'s record does not fit: it takes the writer lock and rolls over; at the creation of
-///    the new segment it lets `c` finish its sync and waits until `a`, now the leader, is
-///    blocked on the writer lock (so is `c`, which wants to write its mark); then the
-///    rollover's sync fails (EIO), which drops every dirty page of the segment, `a`'s record
-///    included, and poisons the store.
+///    the new segment it lets `c` finish its sync and waits until `c` is blocked on the writer
+///    lock (it wants to write its mark) and `a` still waits (the leader wakes its followers
+///    once, when it publishes; a follower that wakes meanwhile, as in older builds, may become
+///    the next leader and wait for the writer lock too); then the rollover's sync fails (EIO),
+///    which drops every dirty page of the segment, `a`'s record included, and poisons the
+///    store.
 ///
 /// `a` must not return `Ok`: its record never reached the disk. Before the fix, `a` synced the
 /// segment again from where the last sync ended; the pages were clean, so the sync succeeded
@@ -281,16 +283,21 @@ fn on_step(gates: &Gates, disk: &SimDisk, store: &std::sync::Weak<Store>, step: 
         (Some("c"), Step::Sync) if gates.get("c held").is_none() => {
             gates.set("c held", 1);
             gates.wait_for("release c");
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() } as u64;
+            gates.set("c running", voluntary_switches(tid).expect("c runs"));
         }
         (Some("a"), Step::Write) => gates.set("a written", 1),
         (Some("b"), Step::Create) => {
             gates.set("release c", 1);
-            let parked = gates.wait_for("a parked");
+            let running = gates.wait_for("c running");
             wait_until_blocked(
-                gates.tid("a"),
-                Some(parked),
-                "a, the leader now, waits for b",
+                gates.tid("c"),
+                Some(running),
+                "c, its sync done, waits for b's writer lock to write its mark",
             );
+            gates.wait_for("a parked");
+            wait_until_blocked(gates.tid("a"), None, "a waits for c's mark");
         }
         // The new segment is in place; the next sync is the rollover's sync of the segment.
         (Some("b"), Step::SyncDir) => disk.inject(Fault::FailSync(1)),

@@ -6,7 +6,11 @@
 //! - group commit: N threads, one file, a simple leader/follower protocol, one `fdatasync` per
 //!   batch: what a plain group commit gets from the same disk;
 //! - copy + CRC: copy the bytes into an in-memory log and compute their CRC32: the least a
-//!   save that only reaches the page cache can cost.
+//!   save that only reaches the page cache can cost;
+//! - pwrite: the raw floor's `pwrite` without its `fdatasync`: the least a save costs that
+//!   must survive a crash of the process without writing through a shared map (cairn's
+//!   `Buffered` and `OsOnly` promise that, and write with `pwrite`: ARCHITECTURE.md,
+//!   "Writing records").
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -42,10 +46,11 @@ fn wrapped_offset(index: u64, len: u64) -> u64 {
     (index % records_per_file) * len
 }
 
-/// pwrite + fdatasync per save, one writer.
+/// pwrite + fdatasync per save, one writer; or, as the pwrite floor, the `pwrite` alone.
 pub struct RawFloor {
     file: File,
     json: StampedJson,
+    sync: bool,
 }
 
 impl RawFloor {
@@ -54,6 +59,18 @@ impl RawFloor {
         Ok(RawFloor {
             file,
             json: json.clone(),
+            sync: true,
+        })
+    }
+
+    /// The `pwrite` floor: the least a save costs that must survive a crash of the process
+    /// (it must reach the kernel before it returns) without writing through a shared map.
+    pub fn pwrite_only(dir: &Path, json: &StampedJson) -> BenchResult<RawFloor> {
+        let file = preallocated_file(dir, "pwrite-floor")?;
+        Ok(RawFloor {
+            file,
+            json: json.clone(),
+            sync: false,
         })
     }
 }
@@ -66,6 +83,7 @@ impl Peer for RawFloor {
         Ok(Box::new(RawSaver {
             file: &self.file,
             json: self.json.clone(),
+            sync: self.sync,
             index: 0,
         }))
     }
@@ -74,6 +92,7 @@ impl Peer for RawFloor {
 struct RawSaver<'a> {
     file: &'a File,
     json: StampedJson,
+    sync: bool,
     index: u64,
 }
 
@@ -82,7 +101,9 @@ impl Saver for RawSaver<'_> {
         let offset = wrapped_offset(self.index, self.json.len() as u64);
         self.file
             .write_all_at(self.json.stamp(self.index), offset)?;
-        self.file.sync_data()?;
+        if self.sync {
+            self.file.sync_data()?;
+        }
         self.index += 1;
         Ok(())
     }

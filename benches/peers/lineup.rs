@@ -17,6 +17,7 @@ use crate::sqlite::{SqlitePeer, Synchronous};
 const RAW_FLOOR: &str = "raw-floor";
 const GROUP_COMMIT_FLOOR: &str = "group-commit-floor";
 const COPY_CRC_FLOOR: &str = "copy-crc-floor";
+const PWRITE_FLOOR: &str = "pwrite-floor";
 const CAIRN_SYNC: &str = "cairn-sync";
 const CAIRN_BUFFERED: &str = "cairn-buffered";
 const CAIRN_OS_ONLY: &str = "cairn-os-only";
@@ -50,7 +51,7 @@ impl Contender {
     }
 
     pub fn is_floor(&self) -> bool {
-        [RAW_FLOOR, GROUP_COMMIT_FLOOR, COPY_CRC_FLOOR].contains(&self.kind)
+        [RAW_FLOOR, GROUP_COMMIT_FLOOR, COPY_CRC_FLOOR, PWRITE_FLOOR].contains(&self.kind)
     }
 
     /// The floor this row is compared with: the raw floor for one durable writer, the
@@ -118,6 +119,9 @@ fn floors(payload: &Payload, writers: usize) -> Vec<Contender> {
     let raw: Open = Box::new(move |dir, _| Ok(Box::new(RawFloor::new(dir, &raw)?)));
     let group: Open = Box::new(move |dir, _| Ok(Box::new(GroupCommitFloor::new(dir, &group)?)));
     let copy: Open = Box::new(move |_, _| Ok(Box::new(CopyCrcFloor::new(&copy))));
+    let pwrite_json = payload.json.clone();
+    let pwrite: Open =
+        Box::new(move |dir, _| Ok(Box::new(RawFloor::pwrite_only(dir, &pwrite_json)?)));
     vec![
         durable(RAW_FLOOR, "raw floor: pwrite + fdatasync", 1, raw),
         durable(
@@ -131,6 +135,12 @@ fn floors(payload: &Payload, writers: usize) -> Vec<Contender> {
             "copy + CRC32 floor (memory only)",
             MEMORY_RATE,
             copy,
+        ),
+        not_durable(
+            PWRITE_FLOOR,
+            "pwrite floor: pwrite alone (page cache)",
+            PAGE_CACHE_RATE,
+            pwrite,
         ),
     ]
 }

@@ -197,3 +197,52 @@ fn a_full_disk_at_a_seal_sync_is_disk_full_and_poisons() {
         "nothing acknowledged is lost"
     );
 }
+
+#[test]
+fn a_full_disk_when_a_segment_grows_is_clean_and_saves_resume_once_space_is_free() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, faults) = faulty_store(dir.path(), Options::default());
+    let payload = "x".repeat(1000);
+    faults.grow_full.store(true, Ordering::SeqCst);
+    let mut acknowledged = 0u64;
+    // A new segment reserves one page: a few saves fit in it, then one needs the segment to
+    // grow and finds no room.
+    let err = loop {
+        match store.save("job", "p", &payload) {
+            Ok(_) => acknowledged += 1,
+            Err(err) => break err,
+        }
+        assert!(acknowledged < 100, "the segment never grew");
+    };
+    assert!(acknowledged > 0, "the first page holds a few saves");
+    assert!(
+        matches!(err, Error::DiskFull { needed_bytes, .. } if needed_bytes > 0),
+        "{err:?}"
+    );
+    assert!(
+        store.metrics().poisoned.is_none(),
+        "nothing was written: clean"
+    );
+    assert_eq!(
+        store.history("job").expect("history").len() as u64,
+        acknowledged
+    );
+    faults.grow_full.store(false, Ordering::SeqCst);
+    for _ in 0..3 {
+        store
+            .save("job", "p", &payload)
+            .expect("save once space is free");
+        acknowledged += 1;
+    }
+    store.close().expect("close");
+    let store = Store::open(dir.path()).expect("reopen");
+    assert!(
+        store.recovery_report().is_clean(),
+        "{:?}",
+        store.recovery_report()
+    );
+    assert_eq!(
+        store.history("job").expect("history").len() as u64,
+        acknowledged
+    );
+}

@@ -17,6 +17,8 @@ pub(crate) struct Faults {
     pub disk_full: AtomicBool,
     /// A segment's growth ([`SegmentFile::reserve`]) fails with ENOSPC.
     pub grow_full: AtomicBool,
+    /// Writing a small file (the marker, the shape) fails with ENOSPC.
+    pub small_file_full: AtomicBool,
     /// Writes store the first half of their bytes, then fail with ENOSPC (as a `pwrite` that
     /// runs out of space part-way).
     pub write_full: AtomicBool,
@@ -126,6 +128,9 @@ impl Storage for FaultyStorage {
         self.inner.read_small_file(path)
     }
     fn write_small_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        if self.faults.small_file_full.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
         self.inner.write_small_file(path, bytes)
     }
 }

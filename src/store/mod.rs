@@ -154,8 +154,13 @@ impl Store {
             Log::upgrade_marker(storage.as_ref(), dir, store_version)?;
             // After the first segment exists: a crash before this leaves a store whose newest
             // segment says the same size.
-            if let Some(shape) = new_shape {
-                log.record_shape(shape)?;
+            if let Some(shape) = new_shape
+                && let Err(error) = log.record_shape(shape)
+            {
+                // Not a failed open: the shape only sizes new segments, and the newest
+                // segment says it until a later writer records it. An open on a full disk
+                // (to compact, to read) must still work.
+                tracing::warn!(%error, "cairn: could not record the store's shape");
             }
         }
         log_report(dir, &report);

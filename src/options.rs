@@ -220,6 +220,8 @@ pub struct Options {
     pub(crate) durability: Durability,
     pub(crate) recovery: RecoveryMode,
     pub(crate) segment_size_bytes: u64,
+    /// The user set the segment size: it overrides the store's recorded shape.
+    pub(crate) segment_size_set: bool,
     pub(crate) max_payload_bytes: u64,
     pub(crate) max_job_name_bytes: usize,
     pub(crate) max_phase_bytes: usize,
@@ -234,6 +236,7 @@ impl Default for Options {
             durability: Durability::Sync,
             recovery: RecoveryMode::TolerateTornTail,
             segment_size_bytes: 64 * 1024 * 1024,
+            segment_size_set: false,
             max_payload_bytes: 1024 * 1024,
             max_job_name_bytes: 256,
             max_phase_bytes: 128,
@@ -257,11 +260,22 @@ impl Options {
         self
     }
 
-    /// Size of each preallocated segment file. Default: 64 MiB. Between
-    /// [`MIN_SEGMENT_SIZE_BYTES`] and [`MAX_SEGMENT_SIZE_BYTES`]. Existing segments keep the
-    /// size they were created with.
+    /// Size of each segment file, a multiple of 4096 between [`MIN_SEGMENT_SIZE_BYTES`] and
+    /// [`MAX_SEGMENT_SIZE_BYTES`]. A segment takes disk space as it fills (in steps of at
+    /// most 1 MiB ahead of its last record), not its whole size at once.
+    ///
+    /// The segment size is part of a store's **shape**: it is recorded in the store when the
+    /// store is created (its `SHAPE` file, docs/FORMAT.md), and an open that does not call
+    /// this setter makes new segments of the store's recorded size, not of the default. An
+    /// explicit size that differs from the store's is applied to new segments and recorded as
+    /// the store's new shape (a writer only), and the open logs a warning saying so.
+    /// Existing segments keep the size they were created with. A store made by an older build
+    /// (without a recorded shape) takes the size of its newest segment.
+    ///
+    /// Default: 64 MiB for a new store.
     pub fn segment_size(mut self, bytes: u64) -> Self {
         self.segment_size_bytes = bytes;
+        self.segment_size_set = true;
         self
     }
 
@@ -331,7 +345,9 @@ impl Options {
         self.recovery
     }
 
-    /// The segment size for new segments, in bytes.
+    /// The segment size for new segments, in bytes: the one set with
+    /// [`Options::segment_size`] or the default. (An open without an explicit size uses the
+    /// store's own: [`Store::segment_size`](crate::Store::segment_size) tells it.)
     pub fn get_segment_size(&self) -> u64 {
         self.segment_size_bytes
     }

@@ -197,3 +197,84 @@ fn a_full_disk_at_a_seal_sync_is_disk_full_and_poisons() {
         "nothing acknowledged is lost"
     );
 }
+
+#[test]
+fn a_full_disk_when_a_segment_grows_is_clean_and_saves_resume_once_space_is_free() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, faults) = faulty_store(dir.path(), Options::default());
+    let payload = "x".repeat(1000);
+    faults.grow_full.store(true, Ordering::SeqCst);
+    let mut acknowledged = 0u64;
+    // A new segment reserves one page: a few saves fit in it, then one needs the segment to
+    // grow and finds no room.
+    let err = loop {
+        match store.save("job", "p", &payload) {
+            Ok(_) => acknowledged += 1,
+            Err(err) => break err,
+        }
+        assert!(acknowledged < 100, "the segment never grew");
+    };
+    assert!(acknowledged > 0, "the first page holds a few saves");
+    assert!(
+        matches!(err, Error::DiskFull { needed_bytes, .. } if needed_bytes > 0),
+        "{err:?}"
+    );
+    assert!(
+        store.metrics().poisoned.is_none(),
+        "nothing was written: clean"
+    );
+    assert_eq!(
+        store.history("job").expect("history").len() as u64,
+        acknowledged
+    );
+    faults.grow_full.store(false, Ordering::SeqCst);
+    for _ in 0..3 {
+        store
+            .save("job", "p", &payload)
+            .expect("save once space is free");
+        acknowledged += 1;
+    }
+    store.close().expect("close");
+    let store = Store::open(dir.path()).expect("reopen");
+    assert!(
+        store.recovery_report().is_clean(),
+        "{:?}",
+        store.recovery_report()
+    );
+    assert_eq!(
+        store.history("job").expect("history").len() as u64,
+        acknowledged
+    );
+}
+
+#[test]
+fn a_shape_that_cannot_be_recorded_does_not_fail_the_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = Options::default().segment_size(128 * 1024);
+    let (store, _) = faulty_store(dir.path(), options);
+    store.save("job", "p", &1u64).expect("save");
+    store.close().expect("close");
+    let shape = dir.path().join("SHAPE");
+    std::fs::remove_file(&shape).expect("remove the shape, as an older build left it");
+    let storage = FaultyStorage::default();
+    storage.faults.small_file_full.store(true, Ordering::SeqCst);
+    let faults = storage.faults.clone();
+    let store = Store::open_on(Arc::new(storage), dir.path(), Options::default(), false)
+        .expect("a full disk at the shape's write does not fail the open");
+    assert!(!shape.exists(), "not recorded");
+    assert_eq!(
+        store.segment_size(),
+        128 * 1024,
+        "the newest segment says it"
+    );
+    store.save("job", "p", &2u64).expect("save");
+    assert_eq!(values(&store), [1, 2]);
+    faults.small_file_full.store(false, Ordering::SeqCst);
+    store.close().expect("close");
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(store.segment_size(), 128 * 1024);
+    assert_eq!(
+        std::fs::read_to_string(&shape).expect("recorded by the next writer"),
+        "cairn shape\nsegment_size 131072\n"
+    );
+}

@@ -20,6 +20,7 @@ mod recovery;
 mod report;
 mod scan;
 mod segment;
+mod shape;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -46,6 +47,7 @@ use crate::options::RecoveryMode;
 use crate::storage::DirLock;
 
 pub(crate) use segment::Segment;
+pub(crate) use shape::{SHAPE_FILE, Shape, ShapeSource};
 use writer::Writer;
 
 /// The file that marks a directory as a cairn store: `cairn store\nformat_version <n>\n`,
@@ -181,7 +183,9 @@ impl Log {
         };
         let marker = dir.join(MARKER_FILE);
         // A marker's temporary file alone is a store whose creation was interrupted.
-        let empty = entries.iter().all(|entry| is_marker_tmp(&entry.name));
+        let empty = entries
+            .iter()
+            .all(|entry| is_marker_tmp(&entry.name) || shape::is_shape_tmp(&entry.name));
         match storage
             .read_small_file(&marker)
             .map_err(|e| Error::io("read marker file", &marker, e))?
@@ -218,6 +222,11 @@ impl Log {
             Log::write_marker(storage, dir)?;
         }
         Ok(())
+    }
+
+    /// Records the store's shape (a writer, once the store is open).
+    pub fn record_shape(&self, shape: Shape) -> Result<()> {
+        shape.write(self.storage.as_ref(), &self.dir)
     }
 
     /// Opens the log: for a writer (`writer_segment_size` given) takes the store's writer lock,

@@ -22,7 +22,11 @@ use super::segment::{
 };
 
 /// Files of a store directory that are not segments but belong there.
-const KNOWN_FILES: [&str; 2] = [crate::storage::LOCK_FILE, super::MARKER_FILE];
+const KNOWN_FILES: [&str; 3] = [
+    crate::storage::LOCK_FILE,
+    super::MARKER_FILE,
+    super::SHAPE_FILE,
+];
 
 /// Where the writer continues after recovery.
 #[derive(Debug)]
@@ -92,7 +96,9 @@ fn list(storage: &dyn Storage, dir: &Path, report: &mut RecoveryReport) -> Resul
                 "{} was set aside by an earlier recovery",
                 entry.name
             ));
-        } else if !KNOWN_FILES.contains(&entry.name.as_str()) && !super::is_marker_tmp(&entry.name)
+        } else if !KNOWN_FILES.contains(&entry.name.as_str())
+            && !super::is_marker_tmp(&entry.name)
+            && !super::shape::is_shape_tmp(&entry.name)
         {
             report
                 .notes

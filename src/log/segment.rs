@@ -30,6 +30,13 @@ pub(crate) fn compacting_file_name(id: u64) -> String {
     format!("{id:0ID_DIGITS$}{COMPACTING_SUFFIX}")
 }
 
+/// Bytes of a new segment reserved on disk when it is created (a page); the writer reserves
+/// more ahead of itself as it writes ([`GROWTH_STEP_BYTES`]). The rest of the file is a hole.
+pub(crate) const INITIAL_RESERVED_BYTES: u64 = 4096;
+/// How far ahead of its write position the writer reserves a segment's space at a time: a
+/// record that would end past the reservation first extends it by at least this much.
+pub(crate) const GROWTH_STEP_BYTES: u64 = 1 << 20;
+
 /// Segment ids stay below this, so that the next id never overflows.
 pub(crate) const MAX_SEGMENT_ID: u64 = 1 << 62;
 
@@ -163,17 +170,25 @@ impl Segment {
     ) -> Result<(Box<dyn SegmentFile>, u64), CreateFailure> {
         let before = CreateFailure::BeforeRename;
         let len = header.segment_len;
-        let file = storage.create_segment(tmp, len).map_err(|source| {
-            before(if is_disk_full(&source) {
-                Error::DiskFull {
-                    path: path.to_path_buf(),
-                    needed_bytes: len,
-                    source,
-                }
-            } else {
-                Error::io("create segment", tmp, source)
-            })
-        })?;
+        // A compacted segment is written whole at once, sized to its contents: all reserved.
+        let reserved = if header.compacted {
+            len
+        } else {
+            INITIAL_RESERVED_BYTES.min(len)
+        };
+        let file = storage
+            .create_segment(tmp, len, reserved)
+            .map_err(|source| {
+                before(if is_disk_full(&source) {
+                    Error::DiskFull {
+                        path: path.to_path_buf(),
+                        needed_bytes: len,
+                        source,
+                    }
+                } else {
+                    Error::io("create segment", tmp, source)
+                })
+            })?;
         let bytes = encode_segment_header(header);
         file.write(0, &bytes).map_err(|e| {
             before(Error::io_or_disk_full(

@@ -12,7 +12,7 @@ use crate::format::{
 use crate::storage::Storage;
 
 use super::recovery::Tail;
-use super::segment::Segment;
+use super::segment::{GROWTH_STEP_BYTES, INITIAL_RESERVED_BYTES, Segment};
 
 /// Length of a seal record (an empty body).
 const SEAL_LEN: u64 = padded_record_len(0) as u64;
@@ -24,6 +24,9 @@ const MARK_LEN: u64 = padded_record_len(0) as u64;
 /// leader, which proves the record. Leaders are serialized up to their mark, and once a mark
 /// proves the last record no further mark is needed until a new record.
 const TAIL_RESERVE: u64 = 2 * MARK_LEN + SEAL_LEN;
+// A new segment's first reservation holds its header and the tail reserve: the marks and the
+// seal never need a reservation of their own.
+const _: () = assert!(SEGMENT_HEADER_LEN as u64 + TAIL_RESERVE <= INITIAL_RESERVED_BYTES);
 
 /// Where a record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +59,10 @@ pub(crate) struct Writer {
     /// The highest `durable_seq` that a record in the log carries: what the log itself proves
     /// durable. A mark is written only to prove more than this.
     proven_seq: u64,
+    /// Bytes of the current segment below this offset have their disk space reserved. Always
+    /// at least `offset + TAIL_RESERVE`, so marks and the seal land in reserved space; a record
+    /// that would end past it grows the reservation first (a full disk there is clean).
+    reserved_end: u64,
     segment_size: u64,
     /// Reused encoding buffer.
     buf: Vec<u8>,
@@ -85,13 +92,15 @@ impl Writer {
         // A tail with room for its seal is continued even if no record fits any more: the
         // caller then rolls over, which seals it. (A mark may have taken the room of the
         // last record's mark.)
-        let (segment, offset, segment_records) = match tail {
+        let (segment, offset, segment_records, reserved_end) = match tail {
             Some(tail)
                 if !tail.sealed
                     && !tail.segment.header.compacted
                     && tail.valid_end + SEAL_LEN <= tail.segment.usable_len() =>
             {
-                (tail.segment, tail.valid_end, tail.records)
+                // What an earlier writer reserved is unknown (recovery gave back the space
+                // after the valid records): reserve again below.
+                (tail.segment, tail.valid_end, tail.records, tail.valid_end)
             }
             _ => {
                 let segment = Segment::create(
@@ -102,22 +111,63 @@ impl Writer {
                     segment_size,
                     new_salt(),
                 )?;
-                (Arc::new(segment), SEGMENT_HEADER_LEN as u64, 0)
+                let reserved = INITIAL_RESERVED_BYTES.min(segment_size);
+                (Arc::new(segment), SEGMENT_HEADER_LEN as u64, 0, reserved)
             }
         };
         assert!(
             proven_seq < next_seq,
             "the log cannot prove a record it does not hold"
         );
-        Ok(Writer {
+        let mut writer = Writer {
             segment,
             offset,
             next_seq,
             segment_records,
             proven_seq,
+            reserved_end,
             segment_size,
             buf: Vec::new(),
-        })
+        };
+        // Room for the marks and the seal that may follow the last record. In a segment with
+        // too little room left for them, the caller rolls over and seals in what is left.
+        // Only that: an open that writes nothing more (a read, a compaction) takes no space.
+        let tail_end = (offset + TAIL_RESERVE).min(writer.segment.usable_len());
+        writer
+            .reserve_to(tail_end, 0)
+            .map_err(|failure| match failure {
+                WriteFailure::Clean(error) | WriteFailure::Poisoning(error) => error,
+            })?;
+        Ok(writer)
+    }
+
+    /// Grows the reservation of the current segment to cover `..end`: by at least `step`,
+    /// page-aligned, never past the segment. A failure (a full disk) changes nothing: the
+    /// writer has not moved and no byte was written.
+    fn reserve_to(&mut self, end: u64, step: u64) -> Result<(), WriteFailure> {
+        if end <= self.reserved_end {
+            return Ok(());
+        }
+        let usable = self.segment.usable_len();
+        let new_end = end
+            .max(self.reserved_end + step)
+            .next_multiple_of(4096)
+            .min(usable);
+        assert!(new_end >= end, "a reservation never goes past the segment");
+        let len = new_end - self.reserved_end;
+        self.segment
+            .file
+            .reserve(self.reserved_end, len)
+            .map_err(|e| {
+                WriteFailure::Clean(Error::io_or_disk_full(
+                    "reserve space in segment",
+                    &self.segment.path,
+                    len,
+                    e,
+                ))
+            })?;
+        self.reserved_end = new_end;
+        Ok(())
     }
 
     pub fn segment(&self) -> Arc<Segment> {
@@ -176,6 +226,8 @@ impl Writer {
             self.fits(body.len()),
             "append without room: the caller must roll over first"
         );
+        let end = self.offset + padded_record_len(body.len()) as u64 + TAIL_RESERVE;
+        self.reserve_to(end, GROWTH_STEP_BYTES)?;
         self.write_record(kind, body, durable_seq)
     }
 
@@ -301,6 +353,7 @@ impl Writer {
     pub fn switch_to(&mut self, next: Segment) {
         assert_eq!(next.header.first_seq, self.next_seq);
         assert_eq!(next.id, self.segment.id + 1);
+        self.reserved_end = INITIAL_RESERVED_BYTES.min(next.header.segment_len);
         self.segment = Arc::new(next);
         self.offset = SEGMENT_HEADER_LEN as u64;
         self.segment_records = 0;

@@ -13,7 +13,12 @@ use super::{DirEntry, FsStorage, SegmentFile, Storage};
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
     pub fail_sync: AtomicBool,
+    /// Segment creation fails with ENOSPC.
     pub disk_full: AtomicBool,
+    /// A segment's growth ([`SegmentFile::reserve`]) fails with ENOSPC.
+    pub grow_full: AtomicBool,
+    /// Writing a small file (the marker, the shape) fails with ENOSPC.
+    pub small_file_full: AtomicBool,
     /// Writes store the first half of their bytes, then fail with ENOSPC (as a `pwrite` that
     /// runs out of space part-way).
     pub write_full: AtomicBool,
@@ -66,6 +71,12 @@ impl SegmentFile for FaultyFile {
     fn zero_to_end(&self, from: u64) -> io::Result<()> {
         self.inner.zero_to_end(from)
     }
+    fn reserve(&self, offset: u64, len: u64) -> io::Result<()> {
+        if self.faults.grow_full.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        self.inner.reserve(offset, len)
+    }
 }
 
 impl FaultyStorage {
@@ -84,11 +95,16 @@ impl Storage for FaultyStorage {
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
         self.inner.read_dir(dir)
     }
-    fn create_segment(&self, path: &Path, len: u64) -> io::Result<Box<dyn SegmentFile>> {
+    fn create_segment(
+        &self,
+        path: &Path,
+        len: u64,
+        reserved: u64,
+    ) -> io::Result<Box<dyn SegmentFile>> {
         if self.faults.disk_full.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
-        Ok(self.wrap(self.inner.create_segment(path, len)?))
+        Ok(self.wrap(self.inner.create_segment(path, len, reserved)?))
     }
     fn open_segment(&self, path: &Path, writable: bool) -> io::Result<Box<dyn SegmentFile>> {
         Ok(self.wrap(self.inner.open_segment(path, writable)?))
@@ -112,6 +128,9 @@ impl Storage for FaultyStorage {
         self.inner.read_small_file(path)
     }
     fn write_small_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        if self.faults.small_file_full.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
         self.inner.write_small_file(path, bytes)
     }
 }

@@ -136,19 +136,22 @@ impl SegmentFile for MappedFile {
         }
         let page_end = from.next_multiple_of(PAGE_BYTES).min(self.len);
         self.write_zeros(from, page_end)?;
-        if page_end < self.len && zero_range(&self.file, page_end, self.len).is_err() {
-            // FALLOC_FL_ZERO_RANGE is missing here (tmpfs), or it failed part-way: XFS frees
-            // the range and allocates it again, and when that allocation fails (a full disk)
-            // it leaves a hole. A hole no longer means SIGBUS (nothing is written through the
-            // mapping), but a later record write into it needs new blocks and would meet
-            // ENOSPC in the middle of a segment that was meant to be reserved. So reserve the
-            // range again, failing the open if that is impossible, then clear its data.
-            allocate(&self.file, page_end, self.len - page_end)?;
+        if page_end < self.len && punch_hole(&self.file, page_end, self.len).is_err() {
+            // FALLOC_FL_PUNCH_HOLE is missing here: clear what may hold data by writing
+            // zeros (which leaves those blocks allocated; the rest stays as it was).
             for (start, end) in self.data_ranges(page_end) {
                 self.write_zeros(start, end)?;
             }
         }
         self.file.sync_data()
+    }
+
+    fn reserve(&self, offset: u64, len: u64) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.check_range(offset, len)?;
+        allocate(&self.file, offset, len)
     }
 
     fn data_ranges(&self, from: u64) -> Vec<(u64, u64)> {
@@ -187,15 +190,15 @@ fn seek(file: &File, offset: u64, whence: libc::c_int) -> Option<u64> {
     u64::try_from(rc).ok()
 }
 
-/// `fallocate(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE)` of `start..end`: the range reads as
-/// zeros afterwards, and on ext4, XFS and btrfs it is "unwritten" again, so that recovery can
-/// skip it (SEEK_DATA). The kernel drops the cached pages of the range, so the mapping reads
-/// zeros too.
+/// `fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)` of `start..end`: the range reads
+/// as zeros afterwards and takes no disk space, and SEEK_DATA skips it, so that recovery need
+/// not read it. The file's length does not change. The kernel drops the cached pages of the
+/// range, so the mapping reads zeros too.
 #[expect(unsafe_code, reason = "fallocate has no safe wrapper in std")]
-fn zero_range(file: &File, start: u64, end: u64) -> io::Result<()> {
+fn punch_hole(file: &File, start: u64, end: u64) -> io::Result<()> {
     let offset = libc::off_t::try_from(start).map_err(io::Error::other)?;
     let len = libc::off_t::try_from(end - start).map_err(io::Error::other)?;
-    let mode = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
     // SAFETY: plain system call on a valid, open descriptor; it does not touch our memory.
     let rc = unsafe { libc::fallocate(file.as_raw_fd(), mode, offset, len) };
     if rc == 0 {
@@ -207,9 +210,10 @@ fn zero_range(file: &File, start: u64, end: u64) -> io::Result<()> {
 
 /// Reserves real disk space for `offset..offset + len` of `file` (`posix_fallocate`), growing
 /// the file if it is shorter. Records are written with `pwrite`, so a full disk is an error
-/// either way; the reservation makes it show when a segment is created (ext4, XFS, tmpfs),
-/// not in the middle of a save. File systems without fallocate (EOPNOTSUPP, EINVAL) only get
-/// the file extended: then a full disk shows as `Error::DiskFull` at a record write.
+/// either way; the reservation makes it show when a segment is created or grows (ext4, XFS,
+/// tmpfs), before the records that need the space are written. File systems without fallocate
+/// (EOPNOTSUPP, EINVAL) only get the file extended: then a full disk shows as
+/// `Error::DiskFull` at a record write.
 #[expect(unsafe_code, reason = "posix_fallocate has no safe wrapper in std")]
 fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     let too_large = || io::Error::new(io::ErrorKind::InvalidInput, "segment length too large");
@@ -259,13 +263,22 @@ impl Storage for FsStorage {
         Ok(entries)
     }
 
-    fn create_segment(&self, path: &Path, len: u64) -> io::Result<Box<dyn SegmentFile>> {
+    fn create_segment(
+        &self,
+        path: &Path,
+        len: u64,
+        reserved: u64,
+    ) -> io::Result<Box<dyn SegmentFile>> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(path)?;
-        if let Err(e) = allocate(&file, 0, len) {
+        // The full length at once (a hole past the reservation): the file never changes
+        // length afterwards, so no crash can leave it shorter than its header says, and the
+        // read-only mapping covers every byte the writer will ever write.
+        let created = allocate(&file, 0, reserved.min(len)).and_then(|()| file.set_len(len));
+        if let Err(e) = created {
             drop(file);
             // Best effort: a half-created file would only be cleaned up at the next open.
             let _ = std::fs::remove_file(path);
@@ -281,7 +294,9 @@ impl Storage for FsStorage {
 
     fn extend_file(&self, path: &Path, len: u64) -> io::Result<()> {
         let file = OpenOptions::new().write(true).open(path)?;
-        allocate(&file, 0, len)?;
+        if file.metadata()?.len() < len {
+            file.set_len(len)?;
+        }
         file.sync_all()
     }
 
@@ -341,7 +356,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a.seg");
         let fs = FsStorage;
-        let seg = fs.create_segment(&path, 8192).expect("create");
+        let seg = fs.create_segment(&path, 8192, 4096).expect("create");
         assert_eq!(seg.len(), 8192);
         seg.write(4096, b"hello").expect("write");
         seg.sync(4096, 5).expect("sync");
@@ -352,9 +367,44 @@ mod tests {
         let again = fs.open_segment(&path, false).expect("open");
         assert_eq!(again.read(4096, 5).expect("read"), b"hello");
         assert!(
-            fs.create_segment(&path, 8192).is_err(),
+            fs.create_segment(&path, 8192, 8192).is_err(),
             "create_new must not clobber"
         );
+    }
+
+    fn allocated_bytes(path: &Path) -> u64 {
+        std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(path).expect("stat")) * 512
+    }
+
+    #[test]
+    fn a_segment_takes_disk_space_only_as_it_is_reserved() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.seg");
+        let len = 64 << 20;
+        let seg = FsStorage.create_segment(&path, len, 4096).expect("create");
+        assert_eq!(seg.len(), len, "the file has its full length at once");
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), len);
+        assert!(
+            allocated_bytes(&path) < 1 << 20,
+            "only the reservation is allocated"
+        );
+        seg.reserve(4096, 1 << 20).expect("reserve");
+        assert!(
+            allocated_bytes(&path) >= 1 << 20,
+            "the reservation takes disk space"
+        );
+        assert!(allocated_bytes(&path) < 2 << 20);
+        seg.write(len - 5, b"hello")
+            .expect("a write past the reservation is a pwrite too");
+        assert!(
+            seg.reserve(len - 1, 2).is_err(),
+            "reservations stay inside the file"
+        );
+        // Cutting off a tail gives the space back.
+        seg.zero_to_end(8192).expect("zero");
+        assert!(allocated_bytes(&path) <= 8192, "{}", allocated_bytes(&path));
+        assert_eq!(seg.read(len - 5, 5).expect("read"), [0; 5]);
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), len);
     }
 
     #[test]

@@ -62,11 +62,20 @@ pub(crate) trait SegmentFile: Send + Sync + Debug {
     /// `fdatasync`, which covers the whole file; btrfs can fail it with ENOSPC.
     fn sync(&self, offset: u64, len: u64) -> io::Result<()>;
 
-    /// Makes every byte from `from` to the end of the file zero, durably, with the range still
-    /// reserved on disk. Used to cut off a torn tail; on the real file system it also returns
-    /// the never-used part of the segment to "unwritten" so that later recoveries need not
-    /// read it. Fails (ENOSPC) when the range cannot be reserved again.
+    /// Makes every byte from `from` to the end of the file zero, durably. Used to cut off a
+    /// torn tail; on the real file system the part after `from`'s page is given back to the
+    /// file system (a hole, which reads as zeros and takes no disk space), so that the
+    /// segment's disk use follows its data again and later recoveries need not read it. The
+    /// writer reserves what it writes next with [`SegmentFile::reserve`].
     fn zero_to_end(&self, from: u64) -> io::Result<()>;
+
+    /// Reserves disk space for `offset..offset + len` (inside the file; its length never
+    /// changes), so that writing there later does not need new blocks on file systems that
+    /// honour the reservation (ext4, XFS, tmpfs). Fails with ENOSPC or EDQUOT when the file
+    /// system has no room; a failure leaves the bytes as they were (zeros in a never-written
+    /// range). This is how a segment grows: its file has its full length from creation, but
+    /// only the part ahead of the writer is reserved (docs/FORMAT.md, "Segment growth").
+    fn reserve(&self, offset: u64, len: u64) -> io::Result<()>;
 
     /// The ranges at or after `from` that may hold non-zero bytes, in order; every byte outside
     /// them is zero. A file system that cannot tell reports the whole rest of the file. Lets
@@ -88,15 +97,23 @@ pub(crate) trait Storage: Send + Sync + Debug {
     /// Lists `dir`. Fails with `NotFound` when it does not exist.
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>>;
 
-    /// Creates a new file of `len` bytes with its blocks reserved (fallocate), so that a full
-    /// disk shows here, at creation, on file systems that honour the reservation (ext4, XFS,
-    /// tmpfs); btrfs may still refuse a later write or sync, which then fails with ENOSPC.
-    fn create_segment(&self, path: &Path, len: u64) -> io::Result<Box<dyn SegmentFile>>;
+    /// Creates a new file of `len` bytes whose first `reserved` bytes have their blocks
+    /// reserved (fallocate); the rest is a hole that takes no disk space until the writer
+    /// reserves it ([`SegmentFile::reserve`]). A full disk shows here or at a reservation on
+    /// file systems that honour it (ext4, XFS, tmpfs); btrfs may still refuse a later write or
+    /// sync, which then fails with ENOSPC.
+    fn create_segment(
+        &self,
+        path: &Path,
+        len: u64,
+        reserved: u64,
+    ) -> io::Result<Box<dyn SegmentFile>>;
 
     /// Opens an existing file, for writing or not, and maps it read-only.
     fn open_segment(&self, path: &Path, writable: bool) -> io::Result<Box<dyn SegmentFile>>;
 
-    /// Grows a file back to `len` bytes with its blocks reserved (repair of a truncated segment).
+    /// Grows a file back to `len` bytes (repair of a truncated segment); the new part is a
+    /// hole, reserved by the writer as it needs it.
     fn extend_file(&self, path: &Path, len: u64) -> io::Result<()>;
 
     /// Renames a file (atomic on POSIX file systems).

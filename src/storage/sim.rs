@@ -82,6 +82,10 @@ pub enum Fault {
     SyncNoSpace(u64),
     /// The n-th file creation or extension fails with ENOSPC.
     NoSpace(u64),
+    /// The n-th reservation of a segment's space as it grows (counting from 1, from now)
+    /// fails with ENOSPC, changing nothing. Counted apart from [`Fault::NoSpace`], so that
+    /// growth does not shift the creations a test counts.
+    NoSpaceToGrow(u64),
     /// The n-th removal of an existing file (counting from 1, from now) fails with EIO,
     /// removing nothing.
     FailRemove(u64),
@@ -213,6 +217,7 @@ struct DiskState {
     writes: u64,
     syncs: u64,
     creates: u64,
+    reserves: u64,
     steps: u64,
 }
 
@@ -379,6 +384,7 @@ impl SimDisk {
             Fault::FailSync(n) => Fault::FailSync(state.syncs + n),
             Fault::SyncNoSpace(n) => Fault::SyncNoSpace(state.syncs + n),
             Fault::NoSpace(n) => Fault::NoSpace(state.creates + n),
+            Fault::NoSpaceToGrow(n) => Fault::NoSpaceToGrow(state.reserves + n),
             // Counted down by each removal instead of against a running count.
             Fault::FailRemove(n) => Fault::FailRemove(n),
         };
@@ -631,6 +637,26 @@ impl SegmentFile for SimSegment {
         Ok(())
     }
 
+    fn reserve(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.check(offset, len)?;
+        {
+            let mut state = self.disk.state();
+            state.reserves += 1;
+            let count = state.reserves;
+            if take_fault(
+                &mut state.faults,
+                |f| matches!(f, Fault::NoSpaceToGrow(n) if *n == count),
+            )
+            .is_some()
+            {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+        }
+        // Space is not modelled: a reservation changes no byte, so a crash right after it
+        // leaves the same images as a crash right before it, and it is no crash point.
+        Ok(())
+    }
+
     fn zero_to_end(&self, from: u64) -> io::Result<()> {
         if from >= self.len() {
             return Ok(());
@@ -670,7 +696,12 @@ impl Storage for SimDisk {
             .collect())
     }
 
-    fn create_segment(&self, path: &Path, len: u64) -> io::Result<Box<dyn SegmentFile>> {
+    fn create_segment(
+        &self,
+        path: &Path,
+        len: u64,
+        _reserved: u64,
+    ) -> io::Result<Box<dyn SegmentFile>> {
         let live = {
             let mut state = self.state();
             allocate(&mut state)?;
@@ -794,7 +825,7 @@ mod tests {
     fn disk_with_file() -> (SimDisk, Box<dyn SegmentFile>) {
         let disk = SimDisk::new();
         disk.create_dir_all(Path::new("/sim")).unwrap();
-        let file = disk.create_segment(Path::new(FILE), LEN).unwrap();
+        let file = disk.create_segment(Path::new(FILE), LEN, LEN).unwrap();
         disk.sync_dir(Path::new("/sim")).unwrap();
         (disk, file)
     }

@@ -9,6 +9,7 @@ mod index;
 mod jobs;
 mod metrics;
 mod retention;
+mod shape;
 mod visibility;
 
 use std::collections::HashMap;
@@ -124,11 +125,13 @@ impl Store {
     pub(crate) fn open_on(
         storage: Arc<dyn Storage>,
         dir: &Path,
-        options: Options,
+        mut options: Options,
         read_only: bool,
     ) -> Result<Store> {
         options.validate()?;
         let store_version = Log::prepare_dir(storage.as_ref(), dir, !read_only)?;
+        let new_shape = shape::resolve(storage.as_ref(), dir, &mut options)?;
+        options.validate()?;
         let segment_size = (!read_only).then_some(options.segment_size_bytes);
         let open_log = || {
             let mut index = Index::new(options.retention.keep_last);
@@ -149,6 +152,16 @@ impl Store {
         };
         if !read_only {
             Log::upgrade_marker(storage.as_ref(), dir, store_version)?;
+            // After the first segment exists: a crash before this leaves a store whose newest
+            // segment says the same size.
+            if let Some(shape) = new_shape
+                && let Err(error) = log.record_shape(shape)
+            {
+                // Not a failed open: the shape only sizes new segments, and the newest
+                // segment says it until a later writer records it. An open on a full disk
+                // (to compact, to read) must still work.
+                tracing::warn!(%error, "cairn: could not record the store's shape");
+            }
         }
         log_report(dir, &report);
         let log = Arc::new(log);
@@ -239,9 +252,16 @@ impl Store {
         &self.inner.dir
     }
 
-    /// The options the store was opened with.
+    /// The options the store was opened with, its segment size resolved: the store's own
+    /// unless one was set (see [`Options::segment_size`]).
     pub fn options(&self) -> &Options {
         &self.inner.options
+    }
+
+    /// The size of the segments this store makes from now on, in bytes: the store's recorded
+    /// shape unless [`Options::segment_size`] set another.
+    pub fn segment_size(&self) -> u64 {
+        self.inner.options.segment_size_bytes
     }
 
     /// The sequence number of the last record written (0 for an empty store).

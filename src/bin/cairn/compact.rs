@@ -21,7 +21,8 @@ use crate::progress::CompactionBar;
     Prints what was freed (with --json the compaction report: dry_run, compacted, \
     segments_before, segments_after, bytes_before, bytes_after, bytes_freed, \
     checkpoints_kept, checkpoints_dropped, events_folded, jobs, upto_seq, over_limit, \
-    duration_us). Exit status 1 when the store is locked by a writer (use --dry-run to look \
+    duration_us; and, unless a dry run, disk_bytes_before and disk_bytes_after: the disk the \
+    store's files take, as du counts it, where bytes_* count the segment files' lengths). Exit status 1 when the store is locked by a writer (use --dry-run to look \
     at it meanwhile); a progress bar shows on stderr when it is a terminal."
 )]
 pub struct CompactArgs {
@@ -43,25 +44,34 @@ pub fn run(
         global.json,
     ));
     let mut on_progress = |progress: &cairn::CompactionProgress| bar.update(progress);
-    let report = if args.dry_run {
+    let (report, disk) = if args.dry_run {
         let store = cairn::Store::open_read_only_with(&global.dir, options)?;
-        store.compact_with_progress(&retention, true, &mut on_progress)?
+        let report = store.compact_with_progress(&retention, true, &mut on_progress)?;
+        (report, None)
     } else {
         crate::store_dir::require_existing(&global.dir)?;
+        let before = disk_bytes(&global.dir);
         // This command is the compaction: a background one would only wait for its turn.
         let options = options.auto_compact(cairn::AutoCompact::disabled());
         let store = cairn::Store::open_with(&global.dir, options)?;
         let report = store.compact_with_progress(&retention, false, &mut on_progress)?;
         store.close()?;
-        report
+        (report, Some((before, disk_bytes(&global.dir))))
     };
     // The bar is cleared before the summary is printed.
     drop(bar);
     print(|out| {
         if global.json {
-            write_json_line(out, &report)
+            write_json_line(
+                out,
+                &JsonReport {
+                    report: &report,
+                    disk_bytes_before: disk.map(|(before, _)| before),
+                    disk_bytes_after: disk.map(|(_, after)| after),
+                },
+            )
         } else {
-            write_summary(out, &report, &retention)
+            write_summary(out, &report, disk, &retention)
         }
     })?;
     if report.over_limit && global.json {
@@ -70,10 +80,36 @@ pub fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The report as people read it, one `name: value` line per figure.
+/// The compaction report with the disk use around it, as `--json` prints it.
+#[derive(serde::Serialize)]
+struct JsonReport<'a> {
+    #[serde(flatten)]
+    report: &'a cairn::CompactionReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disk_bytes_before: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disk_bytes_after: Option<u64>,
+}
+
+/// The disk the files of the store in `dir` take, as `du` counts it (allocated blocks; a
+/// segment's never-reserved part takes none). 0 for what cannot be read: it is only reported.
+fn disk_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.metadata().ok())
+        .filter(std::fs::Metadata::is_file)
+        .map(|metadata| metadata.blocks() * 512)
+        .sum()
+}
+
+/// The report as people read it, one `name: value` line per figure. `disk` is the disk use
+/// before and after (not for a dry run).
 fn write_summary(
     out: &mut impl Write,
     report: &cairn::CompactionReport,
+    disk: Option<(u64, u64)>,
     retention: &cairn::Retention,
 ) -> io::Result<()> {
     let freed = if report.dry_run {
@@ -90,6 +126,14 @@ fn write_summary(
         human_bytes(report.bytes_after),
         human_bytes(report.bytes_freed)
     )?;
+    if let Some((before, after)) = disk {
+        writeln!(
+            out,
+            "disk use:     {} -> {}",
+            human_bytes(before),
+            human_bytes(after)
+        )?;
+    }
     writeln!(
         out,
         "segments:     {} -> {}",
@@ -180,13 +224,18 @@ mod tests {
         let report = cairn::CompactionReport::default();
         let mut out = Vec::new();
         let retention = cairn::Retention::default().max_bytes(1 << 20);
-        write_summary(&mut out, &report, &retention).expect("write to a Vec");
+        write_summary(&mut out, &report, Some((6 << 20, 148 << 10)), &retention)
+            .expect("write to a Vec");
         let text = String::from_utf8(out).expect("utf-8");
         assert!(
             text.starts_with("result:       nothing to compact\n"),
             "{text}"
         );
         assert!(text.contains("(freed 0 B)"), "{text}");
+        assert!(
+            text.contains("\ndisk use:     6.0 MiB -> 148.0 KiB\n"),
+            "{text}"
+        );
         assert!(!text.contains("warning"), "{text}");
 
         let mut report = cairn::CompactionReport::default();
@@ -197,9 +246,13 @@ mod tests {
         report.bytes_freed = 2 << 20;
         report.over_limit = true;
         let mut out = Vec::new();
-        write_summary(&mut out, &report, &retention).expect("write to a Vec");
+        write_summary(&mut out, &report, None, &retention).expect("write to a Vec");
         let text = String::from_utf8(out).expect("utf-8");
         assert!(text.contains("dry run, nothing changed"), "{text}");
+        assert!(
+            !text.contains("disk use"),
+            "a dry run changes no disk use: {text}"
+        );
         assert!(
             text.contains("3.0 MiB -> 1.0 MiB (would free 2.0 MiB)"),
             "{text}"

@@ -65,7 +65,9 @@ struct GlobalArgs {
     /// What opening the store does with damaged records.
     #[arg(long, global = true, value_enum, default_value_t = RecoveryArg::TolerateTornTail)]
     recovery: RecoveryArg,
-    /// Size of new segment files, e.g. 64MiB (existing segments keep theirs) [default: 64MiB].
+    /// Size of new segment files, e.g. 64MiB [default: the store's own, recorded when it was
+    /// created; 64MiB for a new store]. A size that differs from the store's is noted on
+    /// stderr and becomes the store's; existing segments keep theirs.
     #[arg(long, global = true, value_parser = args::parse_size, value_name = "SIZE")]
     segment_size: Option<u64>,
     /// Largest checkpoint data, as compact JSON, e.g. 1MiB [default: 1MiB].

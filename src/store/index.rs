@@ -284,9 +284,13 @@ impl Index {
     /// A snapshot record was replayed: it holds the state of every job as of its sequence
     /// number, and is the last record of a compacted segment, after the checkpoints it kept.
     fn snapshot(&mut self, states: Vec<JobState>) {
+        // A compacted store opens with one snapshot of every job: make room for them at once
+        // rather than moving the table (and every entry) at each doubling.
+        self.jobs
+            .reserve(states.len().saturating_sub(self.jobs.len()));
         for state in states {
-            let job = state.job.clone();
-            self.entry(&job).state = state;
+            let entry = self.entry(&state.job);
+            entry.state = state;
         }
     }
 

@@ -372,7 +372,7 @@ impl Inner {
             .iter()
             .zip(&plan.fates)
             .map(|(c, fate)| RangeCheckpoint {
-                job: c.job.clone(),
+                job: &c.job,
                 seq: c.seq,
                 new_offset: if fate.is_kept() { offsets.next() } else { None },
             })

@@ -92,8 +92,10 @@ pub(crate) enum RecordError {
 
 /// A checkpoint of the compacted range, and whether compaction kept it.
 #[derive(Debug, Clone)]
-pub(crate) struct RangeCheckpoint {
-    pub job: String,
+pub(crate) struct RangeCheckpoint<'a> {
+    /// Borrowed from the compaction's plan: there is one of these per checkpoint of the
+    /// range, so no copy of the name (memory per record of the range).
+    pub job: &'a str,
     pub seq: u64,
     /// Its offset in the compacted segment, when kept.
     pub new_offset: Option<u64>,
@@ -302,7 +304,7 @@ impl Index {
         &mut self,
         upto_seq: u64,
         segment_id: u64,
-        range: &[RangeCheckpoint],
+        range: &[RangeCheckpoint<'_>],
         dead_before: u64,
     ) {
         let moved: HashMap<u64, u64> = range
@@ -311,11 +313,11 @@ impl Index {
             .collect();
         let mut counted: HashMap<&str, (u64, u64)> = HashMap::new();
         for checkpoint in range {
-            let Some(entry) = self.jobs.get(&checkpoint.job) else {
+            let Some(entry) = self.jobs.get(checkpoint.job) else {
                 continue;
             };
             if checkpoint.seq > entry.since_seq {
-                let counts = counted.entry(checkpoint.job.as_str()).or_default();
+                let counts = counted.entry(checkpoint.job).or_default();
                 counts.0 += 1;
                 counts.1 += u64::from(checkpoint.new_offset.is_some());
             }

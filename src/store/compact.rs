@@ -372,7 +372,7 @@ impl Inner {
             .iter()
             .zip(&plan.fates)
             .map(|(c, fate)| RangeCheckpoint {
-                job: c.job.clone(),
+                job: &c.job,
                 seq: c.seq,
                 new_offset: if fate.is_kept() { offsets.next() } else { None },
             })
@@ -512,6 +512,8 @@ impl Inner {
             scanned_bytes: 0,
         };
         let log = &self.log;
+        // One copy of each job's name for all of its checkpoints in the range.
+        let mut names: HashMap<String, Arc<str>> = HashMap::new();
         Log::for_each_record_in(range, &mut |record| {
             let corrupt = |reason| log.corrupt(record.segment_id, record.offset, reason);
             scan.folded
@@ -533,7 +535,7 @@ impl Inner {
                         .ok_or_else(|| corrupt("record outside the compacted segments".into()))?;
                     let (seq, offset) = (record.seq(), record.offset);
                     scan.candidates.push(Candidate {
-                        job,
+                        job: intern(&mut names, job),
                         seq,
                         at_micros,
                         bytes,
@@ -585,8 +587,8 @@ impl Inner {
     fn job_facts(&self, scan: &Scan, upto_seq: u64) -> (HashMap<String, JobFacts>, u64) {
         let index = self.index();
         let mut jobs = HashMap::new();
-        let candidate_jobs = scan.candidates.iter().map(|c| &c.job);
-        for job in candidate_jobs.chain(scan.folded.iter().map(|(job, _)| job)) {
+        let candidate_jobs = scan.candidates.iter().map(|c| &*c.job);
+        for job in candidate_jobs.chain(scan.folded.iter().map(|(job, _)| job.as_str())) {
             if jobs.contains_key(job) {
                 continue;
             }
@@ -599,7 +601,7 @@ impl Inner {
                 checkpoints_after_range: in_log.saturating_sub(in_range),
                 deleted_after_range: index.deleted_after(job, upto_seq).is_some(),
             };
-            jobs.insert(job.clone(), facts);
+            jobs.insert(job.to_owned(), facts);
         }
         (jobs, index.dead_bytes())
     }
@@ -672,6 +674,16 @@ fn classify(record: &RecordRef<'_>) -> std::result::Result<Scanned, BodyError> {
 /// The snapshot of `states` as record bodies, each within the format's body limit (docs/FORMAT.md,
 /// "Snapshot body"). A job state too large for a record alone cannot be written by this build
 /// (job events are limited, see `MAX_EVENT_BYTES`); an older store's may be, and is an error.
+/// The shared copy of `job` in `names`, made on its first use.
+fn intern(names: &mut HashMap<String, Arc<str>>, job: String) -> Arc<str> {
+    if let Some(name) = names.get(&job) {
+        return name.clone();
+    }
+    let name: Arc<str> = Arc::from(job.as_str());
+    names.insert(job, name.clone());
+    name
+}
+
 fn snapshot_parts(states: &[crate::job::JobState]) -> Result<Vec<Vec<u8>>> {
     let states_json = states
         .iter()

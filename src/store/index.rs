@@ -29,8 +29,33 @@ pub(crate) struct JobEntry {
     /// The job was deleted and nothing was saved under its name since.
     deleted: bool,
     /// Sizes of the job's newest checkpoints (as many as retention keeps), for the estimate
-    /// of dead bytes.
-    window: VecDeque<u64>,
+    /// of dead bytes. A record is at most 64 MiB and its header, so a `u32` holds its size.
+    window: VecDeque<u32>,
+}
+
+impl JobEntry {
+    /// What the entry holds on the heap.
+    fn heap_bytes(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
+        let state = &self.state;
+        let failure = state.last_error.as_ref().map_or(0, |e| {
+            e.message.capacity()
+                + text(&e.context.last_successful_operation)
+                + text(&e.context.failure_point)
+        });
+        state.job.capacity()
+            + state
+                .latest_checkpoint
+                .as_ref()
+                .map_or(0, |c| c.phase.capacity())
+            + state
+                .cleared_checkpoint
+                .as_ref()
+                .map_or(0, |c| c.phase.capacity())
+            + text(&state.clear_reason)
+            + failure
+            + self.window.capacity() * size_of::<u32>()
+    }
 }
 
 /// Why a record the log handed over does not make sense to the store: its body does not
@@ -67,8 +92,10 @@ pub(crate) enum RecordError {
 
 /// A checkpoint of the compacted range, and whether compaction kept it.
 #[derive(Debug, Clone)]
-pub(crate) struct RangeCheckpoint {
-    pub job: String,
+pub(crate) struct RangeCheckpoint<'a> {
+    /// Borrowed from the compaction's plan: there is one of these per checkpoint of the
+    /// range, so no copy of the name (memory per record of the range).
+    pub job: &'a str,
     pub seq: u64,
     /// Its offset in the compacted segment, when kept.
     pub new_offset: Option<u64>,
@@ -124,6 +151,20 @@ impl Index {
         self.iter().count()
     }
 
+    /// An estimate of the bytes the index takes: the hash table (its capacity, one control byte
+    /// per slot) and what each entry holds on the heap (names, phases, error texts, the
+    /// retention window). Allocator overhead aside. It depends on the jobs, their names and
+    /// errors and the retention window, never on how many records were saved.
+    pub fn memory_bytes(&self) -> usize {
+        let slot = size_of::<String>() + size_of::<JobEntry>() + 1;
+        let heap: usize = self
+            .jobs
+            .iter()
+            .map(|(job, entry)| job.capacity() + entry.heap_bytes())
+            .sum();
+        size_of::<Index>() + self.jobs.capacity() * slot + heap
+    }
+
     /// The newest record readers see; later records are not in the index yet.
     pub fn visible_seq(&self) -> u64 {
         self.visible_seq
@@ -154,15 +195,26 @@ impl Index {
         states
     }
 
+    /// The entry of `job`, created if needed. The name is copied only for a new job: every
+    /// record of a recovery comes through here, and most name a job already known.
     fn entry(&mut self, job: &str) -> &mut JobEntry {
-        let entry = self.jobs.entry(job.to_owned()).or_insert_with(|| JobEntry {
-            latest: None,
-            checkpoints: 0,
-            state: JobState::new(job),
-            since_seq: 0,
-            deleted: false,
-            window: VecDeque::new(),
-        });
+        if !self.jobs.contains_key(job) {
+            self.jobs.insert(
+                job.to_owned(),
+                JobEntry {
+                    latest: None,
+                    checkpoints: 0,
+                    state: JobState::new(job),
+                    since_seq: 0,
+                    deleted: false,
+                    window: VecDeque::new(),
+                },
+            );
+        }
+        let entry = self
+            .jobs
+            .get_mut(job)
+            .expect("the entry of the job was just inserted");
         entry.deleted = false;
         entry
     }
@@ -191,13 +243,15 @@ impl Index {
             trigger,
         };
         entry.state.apply(at.seq, time, &event);
-        entry.window.push_back(bytes);
+        entry
+            .window
+            .push_back(u32::try_from(bytes).unwrap_or(u32::MAX));
         let pushed_out = if entry.window.len() > keep_last {
             entry.window.pop_front().unwrap_or(0)
         } else {
             0
         };
-        self.dead_bytes += pushed_out;
+        self.dead_bytes += u64::from(pushed_out);
     }
 
     /// A job event record of `bytes` bytes was written (or replayed).
@@ -214,7 +268,7 @@ impl Index {
         self.dead_bytes += bytes;
         if let JobEvent::JobDeleted { .. } = event {
             if let Some(entry) = self.jobs.get_mut(job) {
-                self.dead_bytes += entry.window.iter().sum::<u64>();
+                self.dead_bytes += entry.window.iter().copied().map(u64::from).sum::<u64>();
                 *entry = JobEntry {
                     latest: None,
                     checkpoints: 0,
@@ -232,9 +286,13 @@ impl Index {
     /// A snapshot record was replayed: it holds the state of every job as of its sequence
     /// number, and is the last record of a compacted segment, after the checkpoints it kept.
     fn snapshot(&mut self, states: Vec<JobState>) {
+        // A compacted store opens with one snapshot of every job: make room for them at once
+        // rather than moving the table (and every entry) at each doubling.
+        self.jobs
+            .reserve(states.len().saturating_sub(self.jobs.len()));
         for state in states {
-            let job = state.job.clone();
-            self.entry(&job).state = state;
+            let entry = self.entry(&state.job);
+            entry.state = state;
         }
     }
 
@@ -246,7 +304,7 @@ impl Index {
         &mut self,
         upto_seq: u64,
         segment_id: u64,
-        range: &[RangeCheckpoint],
+        range: &[RangeCheckpoint<'_>],
         dead_before: u64,
     ) {
         let moved: HashMap<u64, u64> = range
@@ -255,11 +313,11 @@ impl Index {
             .collect();
         let mut counted: HashMap<&str, (u64, u64)> = HashMap::new();
         for checkpoint in range {
-            let Some(entry) = self.jobs.get(&checkpoint.job) else {
+            let Some(entry) = self.jobs.get(checkpoint.job) else {
                 continue;
             };
             if checkpoint.seq > entry.since_seq {
-                let counts = counted.entry(checkpoint.job.as_str()).or_default();
+                let counts = counted.entry(checkpoint.job).or_default();
                 counts.0 += 1;
                 counts.1 += u64::from(checkpoint.new_offset.is_some());
             }
@@ -370,5 +428,61 @@ impl Index {
             self.snapshot_in_parts = Some(seq);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn save_rounds(index: &mut Index, jobs: u64, rounds: u64, seq: &mut u64) {
+        let time = time_from_micros(1_700_000_000_000_000).unwrap();
+        for _ in 0..rounds {
+            for job in 0..jobs {
+                *seq += 1;
+                let at = Location {
+                    seq: *seq,
+                    segment_id: *seq / 1000,
+                    offset: *seq * 8,
+                };
+                let name = format!("job-{job}");
+                index.checkpoint(&name, at, time, "extract", Trigger::Manual, 300);
+            }
+        }
+    }
+
+    /// Ten times the saves over the same jobs leave the index the same size: it grows with
+    /// jobs (and the retention window), not with records.
+    #[test]
+    fn memory_follows_jobs_not_records() {
+        let (jobs, keep_last) = (500, 10);
+        let mut seq = 0;
+        let mut index = Index::new(keep_last);
+        save_rounds(&mut index, jobs, 20, &mut seq);
+        let after_n = index.memory_bytes();
+        save_rounds(&mut index, jobs, 180, &mut seq);
+        let after_10n = index.memory_bytes();
+        assert_eq!(
+            after_n, after_10n,
+            "{after_n} B after N saves, {after_10n} B after 10 N"
+        );
+        let per_job = after_10n / usize::try_from(jobs).unwrap();
+        assert!(per_job < 1024, "{per_job} B per job");
+        assert_eq!(index.jobs["job-7"].window.len(), keep_last);
+    }
+
+    /// Twice the jobs, about twice the memory.
+    #[test]
+    fn memory_grows_with_jobs() {
+        let mut seq = 0;
+        let mut small = Index::new(10);
+        save_rounds(&mut small, 1_000, 3, &mut seq);
+        let mut large = Index::new(10);
+        save_rounds(&mut large, 2_000, 3, &mut seq);
+        let (small, large) = (small.memory_bytes(), large.memory_bytes());
+        assert!(
+            large > small * 3 / 2 && large < small * 5 / 2,
+            "{small} B, {large} B"
+        );
     }
 }

@@ -87,6 +87,12 @@ pub struct Metrics {
     /// checkpoints beyond the retention window, deleted jobs' records). [`Store::stats`](crate::Store::stats)
     /// gives the exact figure.
     pub dead_bytes_estimate: u64,
+    /// Estimated bytes of the in-memory index (allocator overhead aside): a constant per job
+    /// (its hash-table slot and entry, about 400 bytes, plus its name twice, its phase and
+    /// error texts, and 4 bytes per checkpoint of the retention window: about 600 bytes a job
+    /// in docs/PERFORMANCE.md's scale run), never a cost per record saved. Walks the index:
+    /// it costs a pass over the jobs.
+    pub index_bytes_estimate: u64,
     /// The store's size limit, if any.
     pub size_limit_bytes: Option<u64>,
     /// The last save that needed a new segment was refused because the live data fills the

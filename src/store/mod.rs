@@ -293,6 +293,7 @@ impl Store {
             recovery_duration_us: u64::try_from(report.duration.as_micros()).unwrap_or(u64::MAX),
             poisoned: self.inner.log.poisoned(),
             dead_bytes_estimate: self.index().dead_bytes(),
+            index_bytes_estimate: u64::try_from(self.index().memory_bytes()).unwrap_or(u64::MAX),
             size_limit_bytes: self.inner.options.retention.max_bytes,
             full: self.inner.full.load(std::sync::atomic::Ordering::Relaxed),
             compaction_failures: self.inner.counters.compaction_failures(),

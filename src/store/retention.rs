@@ -24,7 +24,8 @@ use crate::options::Retention;
 /// A checkpoint of the compacted range, as retention sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Candidate {
-    pub job: String,
+    /// Shared by every checkpoint of the job in the range (one of these per checkpoint).
+    pub job: std::sync::Arc<str>,
     pub seq: u64,
     /// When it was saved, in microseconds since the Unix epoch.
     pub at_micros: i64,
@@ -113,7 +114,7 @@ pub(super) fn decide(
     let mut by_job: HashMap<&str, Vec<(&Candidate, &mut Fate)>> = HashMap::new();
     for (candidate, fate) in candidates.iter().zip(fates.iter_mut()) {
         by_job
-            .entry(candidate.job.as_str())
+            .entry(&*candidate.job)
             .or_default()
             .push((candidate, fate));
     }
@@ -215,7 +216,7 @@ mod tests {
         (1..)
             .zip(jobs)
             .map(|(seq, job)| Candidate {
-                job: (*job).to_owned(),
+                job: (*job).into(),
                 seq,
                 at_micros: NOW_MICROS - (count - seq as i64) * HOUR_MICROS,
                 bytes: 100,

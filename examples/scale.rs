@@ -22,7 +22,10 @@
 //! cargo run --release --example scale -- --jobs 1000 --saves 10000000 --json  # memory vs records
 //! ```
 
-use std::os::unix::fs::MetadataExt;
+#[path = "support/disk_use.rs"]
+mod disk_use;
+
+use disk_use::{DiskUse, disk_use};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -140,27 +143,6 @@ fn proc_status_bytes(field: &str) -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
-/// Bytes of the segment files in `dir` (a compacted or new one being written included), each
-/// inode once, and how many segments there are.
-fn disk_use(dir: &Path) -> (u64, usize) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return (0, 0);
-    };
-    let mut inodes = std::collections::HashSet::new();
-    let (mut bytes, mut segments) = (0, 0);
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Ok(metadata) = entry.metadata() else {
-            continue;
-        };
-        if name.contains(".seg") && metadata.is_file() && inodes.insert(metadata.ino()) {
-            bytes += metadata.blocks() * 512;
-            segments += usize::from(name.ends_with(".seg"));
-        }
-    }
-    (bytes, segments)
-}
-
 /// What the watcher thread saw: the disk high-water mark and the peak anonymous memory.
 #[derive(Default)]
 struct Peaks {
@@ -172,7 +154,11 @@ struct Peaks {
 fn watch(dir: &Path, peaks: &Peaks, stop: &AtomicBool) {
     let mut tick = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let (bytes, segments) = disk_use(dir);
+        let DiskUse {
+            allocated_bytes: bytes,
+            segments,
+            ..
+        } = disk_use(dir);
         peaks.disk_bytes.fetch_max(bytes, Ordering::Relaxed);
         peaks.segments.fetch_max(segments, Ordering::Relaxed);
         if tick.is_multiple_of(10) {
@@ -446,7 +432,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         compaction_failures,
         disk_high_water_bytes: peaks.disk_bytes.load(Ordering::Relaxed),
         segments_high_water: peaks.segments.load(Ordering::Relaxed),
-        disk_bytes_at_end: disk_use(&dir).0,
+        disk_bytes_at_end: disk_use(&dir).allocated_bytes,
         peak_rss_bytes: proc_status_bytes("VmHWM"),
         peak_anon_rss_bytes: peaks.anon_bytes.load(Ordering::Relaxed),
         anon_rss_after_open_bytes,

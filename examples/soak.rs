@@ -21,8 +21,11 @@
 //!
 //! `--help` lists the workload options (threads, jobs, payload, segment size, limit, keep-last).
 
+#[path = "support/disk_use.rs"]
+mod disk_use;
+
+use disk_use::{DiskUse, disk_use};
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -168,29 +171,6 @@ struct Sample {
     compactions: usize,
 }
 
-/// Bytes of the segment files in `dir`, which the limit is on: segments, and a compacted
-/// (`.seg.compacting`) or new (`.seg.creating`) one being written; not the marker and the
-/// lock file (under 100 bytes). Each inode once: a file renamed during the listing is not
-/// counted twice. Also returns how many segments there are.
-fn disk_use(dir: &Path) -> (u64, usize) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return (0, 0);
-    };
-    let mut inodes = std::collections::HashSet::new();
-    let (mut bytes, mut segments) = (0, 0);
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Ok(metadata) = entry.metadata() else {
-            continue; // removed by a compaction since the listing
-        };
-        if name.contains(".seg") && metadata.is_file() && inodes.insert(metadata.ino()) {
-            bytes += metadata.len();
-            segments += usize::from(name.ends_with(".seg"));
-        }
-    }
-    (bytes, segments)
-}
-
 /// Samples the disk use until `stop`: the series, and the largest value polled.
 fn sample_disk(
     dir: &Path,
@@ -202,7 +182,11 @@ fn sample_disk(
     let mut max_bytes = 0;
     let mut next_sample = started;
     while !stop.load(Ordering::Relaxed) {
-        let (bytes, segments) = disk_use(dir);
+        let DiskUse {
+            length_bytes: bytes,
+            segments,
+            ..
+        } = disk_use(dir);
         max_bytes = max_bytes.max(bytes);
         if Instant::now() >= next_sample {
             series.push(Sample {

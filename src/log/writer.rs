@@ -131,7 +131,8 @@ impl Writer {
         };
         // Room for the marks and the seal that may follow the last record. In a segment with
         // too little room left for them, the caller rolls over and seals in what is left.
-        // Only that: an open that writes nothing more (a read, a compaction) takes no space.
+        // Only that: at most one new block, when these bytes cross into the next page (on a
+        // full disk the open then fails with `DiskFull`; docs/FORMAT.md).
         let tail_end = (offset + TAIL_RESERVE).min(writer.segment.usable_len());
         writer
             .reserve_to(tail_end, 0)
